@@ -1,0 +1,87 @@
+# cython: language_level=3
+"""C structs shared by the compiled kernels: the contract between them.
+
+Each struct has exactly one numpy dtype in ``feedengine.dtypes``; a test checks that the
+dtype's itemsize and field offsets equal the ones the C compiler chose.
+"""
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+
+cdef enum:
+    # Depth levels per side in a full packet (Kite sends 5 bids then 5 asks).
+    DEPTH = 5
+
+cdef enum Fault:
+    # Why a message stopped decoding. The packets before the fault are kept.
+    FAULT_NONE = 0
+    FAULT_EMPTY = 1         # zero-length message
+    FAULT_TRUNCATED = 2     # cut inside the packet count or a length prefix
+    FAULT_PAST_END = 3      # a declared packet length runs past the end of the message
+    FAULT_BAD_LENGTH = 4    # a packet length that is no Kite packet kind
+    FAULT_TRAILING = 5      # bytes left over after the declared packets
+    N_FAULTS = 6
+
+ctypedef struct Tick:
+    # One decoded packet, every field of SPEC section 2. Prices are integer units of
+    # 1/divisor(segment); timestamps are Unix seconds (0 when the packet has none).
+    int64_t recv_ns
+    int64_t last_trade_time
+    int64_t exchange_timestamp
+    uint32_t instrument_token
+    int32_t last_price
+    int32_t last_traded_quantity
+    int32_t average_traded_price
+    int32_t volume_traded
+    int32_t total_buy_quantity
+    int32_t total_sell_quantity
+    int32_t open
+    int32_t high
+    int32_t low
+    int32_t close
+    int32_t change
+    int32_t oi
+    int32_t oi_day_high
+    int32_t oi_day_low
+    int32_t bid_quantity[DEPTH]
+    int32_t bid_price[DEPTH]
+    int32_t ask_quantity[DEPTH]
+    int32_t ask_price[DEPTH]
+    int16_t bid_orders[DEPTH]
+    int16_t ask_orders[DEPTH]
+    uint16_t packet_length
+    uint8_t mode
+    uint8_t segment
+    uint8_t tradable
+
+ctypedef struct KTick:
+    # The lean row the candle kernel reads: only what SPEC section 4 needs.
+    int64_t recv_ns
+    int32_t exchange_timestamp
+    int32_t last_trade_time
+    uint32_t instrument_token
+    int32_t last_price
+    int32_t volume_traded
+    uint16_t packet_length
+    uint8_t segment
+    uint8_t has_volume
+
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(_MSC_VER)
+    #include <stdlib.h>
+    #define FE_BSWAP32(x) _byteswap_ulong(x)
+    #define FE_BSWAP16(x) _byteswap_ushort(x)
+    #else
+    #define FE_BSWAP32(x) __builtin_bswap32(x)
+    #define FE_BSWAP16(x) __builtin_bswap16(x)
+    #endif
+    /* Unaligned big-endian loads: one load and one byte swap each. */
+    static inline int32_t fe_be_i32(const uint8_t *p) {
+        uint32_t v; memcpy(&v, p, 4); return (int32_t)FE_BSWAP32(v);
+    }
+    static inline uint16_t fe_be_u16(const uint8_t *p) {
+        uint16_t v; memcpy(&v, p, 2); return (uint16_t)FE_BSWAP16(v);
+    }
+    """
+    int32_t be_i32 "fe_be_i32"(const uint8_t* p) noexcept nogil
+    uint16_t be_u16 "fe_be_u16"(const uint8_t* p) noexcept nogil

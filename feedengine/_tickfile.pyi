@@ -1,0 +1,17 @@
+"""Type stubs of the compiled tick-file scanner (ext/tickfile.pyx)."""
+
+import numpy as np
+from numpy.typing import NDArray
+
+SCAN_CODES: dict[str, int]
+MAX_PAYLOAD: int
+
+def crc32(data: bytes | memoryview, value: int = 0) -> int: ...
+def scan_records(
+    buf: NDArray[np.uint8],
+    pos: int,
+    last_recv_ns: int,
+    recv_ns: NDArray[np.int64],
+    offsets: NDArray[np.int64],
+    lengths: NDArray[np.int64],
+) -> tuple[int, int, int]: ...

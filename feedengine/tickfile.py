@@ -1,0 +1,286 @@
+"""Tick files: recorded or simulated Kite messages with their receive times (SPEC section 3).
+
+::
+
+    file    := header record*
+    header  := magic "FEEDTKS1" | u32 meta_len | meta (UTF-8 JSON)
+    record  := u64 recv_ns | u32 length | payload | u32 crc32(recv_ns|length|payload)
+
+All framing integers are little-endian. :class:`TickWriter` appends records through a
+buffer flushed at least every second and fsynced on close; :class:`TickReader` maps the file
+and yields large :class:`RecordBatch` es indexed by a compiled scanner. A record cut short or
+failing its CRC at the very end (a crash while writing) is dropped with a warning; any other
+bad record raises :class:`TickFileError` naming its byte offset. See ``docs/tickfile.md``.
+"""
+
+import json
+import logging
+import mmap
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from feedengine import _tickfile
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"FEEDTKS1"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sI")
+_RECORD_HEAD = struct.Struct("<qI")
+_CRC = struct.Struct("<I")
+#: Largest payload a record may hold: the largest possible Kite message.
+MAX_PAYLOAD: int = _tickfile.MAX_PAYLOAD
+#: The writer hands its buffer to the OS at least this often (seconds), so a crash loses
+#: at most about a second of recording.
+FLUSH_INTERVAL = 1.0
+#: ... and whenever this many bytes are buffered.
+FLUSH_BYTES = 1 << 20
+#: Records indexed per batch: large enough that replay's per-batch Python work is noise.
+BATCH_RECORDS = 4096
+
+_SCAN = _tickfile.SCAN_CODES
+
+
+class TickFileError(Exception):
+    """A tick file that cannot be read: bad header, or a corrupt record before the end."""
+
+    def __init__(self, path: os.PathLike[str] | str, offset: int, reason: str) -> None:
+        super().__init__(f"{path}: {reason} at byte offset {offset}")
+        self.path = str(path)
+        self.offset = offset
+        self.reason = reason
+
+
+def make_meta(source: str, instruments: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """The header metadata SPEC section 3 requires, plus ``extra`` keys."""
+    return {
+        "format": FORMAT_VERSION,
+        "source": source,
+        "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "instruments": instruments,
+        **extra,
+    }
+
+
+class TickWriter:
+    """Append Kite messages to a tick file.
+
+    Parameters
+    ----------
+    path
+        File to create (truncated if it exists).
+    meta
+        Header metadata; see :func:`make_meta`.
+    flush_interval
+        Longest time written data waits in the buffer, in seconds.
+
+    Notes
+    -----
+    Thread-safe. ``recv_ns`` that would go backwards (a wall clock stepped back) is clamped
+    to the previous value so the file stays non-decreasing; :attr:`clamped` counts it.
+    """
+
+    def __init__(
+        self,
+        path: os.PathLike[str] | str,
+        meta: dict[str, Any],
+        flush_interval: float = FLUSH_INTERVAL,
+    ) -> None:
+        self.path = Path(path)
+        self.records = 0
+        self.clamped = 0
+        self._last_ns = 0
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+        self._file.write(_HEADER.pack(MAGIC, len(meta_bytes)) + meta_bytes)
+        self._file.flush()
+        self._closed = threading.Event()
+        self._flush_interval = flush_interval
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name="tickfile-flush", daemon=True
+        )
+        self._flusher.start()
+
+    def write(self, recv_ns: int, payload: bytes | bytearray | memoryview) -> None:
+        """Append one message received at ``recv_ns`` (Unix ns)."""
+        n = len(payload)
+        if n > MAX_PAYLOAD:
+            raise ValueError(f"message of {n} bytes is larger than any Kite message")
+        with self._lock:
+            if self._closed.is_set():
+                raise ValueError(f"tick file {self.path} is closed")
+            if recv_ns < self._last_ns:
+                recv_ns = self._last_ns
+                self.clamped += 1
+            self._last_ns = recv_ns
+            head = _RECORD_HEAD.pack(recv_ns, n)
+            self._buf += head
+            self._buf += payload
+            self._buf += _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
+            self.records += 1
+            if len(self._buf) >= FLUSH_BYTES:
+                self._flush_locked()
+
+    def flush(self) -> None:
+        """Hand buffered records to the operating system."""
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if self._buf:
+            self._file.write(self._buf)
+            self._buf.clear()
+        self._file.flush()
+
+    def _flush_loop(self) -> None:
+        while not self._closed.wait(self._flush_interval):
+            with self._lock:
+                if not self._closed.is_set():
+                    self._flush_locked()
+
+    def close(self) -> None:
+        """Flush, fsync and close; safe to call twice."""
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            self._flush_locked()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        self._flusher.join()
+
+    def __enter__(self) -> "TickWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class RecordBatch:
+    """Consecutive records of a mapped tick file, as index arrays into ``buf``.
+
+    Message ``i`` is ``buf[offsets[i]:offsets[i] + lengths[i]]``, received at ``recv_ns[i]``.
+    """
+
+    buf: np.ndarray
+    recv_ns: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.recv_ns)
+
+    def message(self, i: int) -> memoryview:
+        """Payload of record ``i`` (a view into the mapped file)."""
+        start = int(self.offsets[i])
+        return self.buf[start : start + int(self.lengths[i])].data
+
+
+class TickReader:
+    """Read a tick file through mmap.
+
+    Parameters
+    ----------
+    path
+        The tick file.
+
+    Raises
+    ------
+    TickFileError
+        The header is not a tick file's (wrong magic, cut short, bad JSON, other version).
+    OSError
+        The file cannot be opened.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        self.path = Path(path)
+        self.size = self.path.stat().st_size
+        with open(self.path, "rb") as f:
+            head = f.read(_HEADER.size)
+            if len(head) < _HEADER.size or head[:8] != MAGIC:
+                raise TickFileError(self.path, 0, "not a tick file (no FEEDTKS1 magic)")
+            _, meta_len = _HEADER.unpack(head)
+            if _HEADER.size + meta_len > self.size:
+                raise TickFileError(
+                    self.path,
+                    8,
+                    f"header metadata of {meta_len} bytes runs past the end of the file",
+                )
+            try:
+                self.meta: dict[str, Any] = json.loads(f.read(meta_len))
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise TickFileError(
+                    self.path, _HEADER.size, f"header metadata is not JSON ({e})"
+                ) from None
+        if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT_VERSION:
+            found = self.meta.get("format") if isinstance(self.meta, dict) else None
+            raise TickFileError(
+                self.path,
+                _HEADER.size,
+                f"unsupported tick file format {found!r} (expected {FORMAT_VERSION})",
+            )
+        self.data_offset = _HEADER.size + meta_len
+        #: Set when the last record was cut short or failed its CRC (a crash while writing).
+        self.torn_tail_offset: int | None = None
+
+    @property
+    def instruments(self) -> list[dict[str, Any]]:
+        """The ``instruments`` list of the header metadata."""
+        instruments: list[dict[str, Any]] = self.meta.get("instruments", [])
+        return instruments
+
+    def batches(self, batch_records: int = BATCH_RECORDS) -> Iterator[RecordBatch]:
+        """Yield the records in order, ``batch_records`` at a time, from one mapping."""
+        if self.size == self.data_offset:
+            return
+        with open(self.path, "rb") as f:
+            # Not closed explicitly: batches handed out may still view it; it is unmapped
+            # when the last of them is dropped.
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        yield from self._scan(np.frombuffer(mm, dtype=np.uint8), batch_records)
+
+    def _scan(self, buf: np.ndarray, batch_records: int) -> Iterator[RecordBatch]:
+        pos, last_ns = self.data_offset, -(2**63)
+        while pos < len(buf):
+            recv_ns = np.empty(batch_records, np.int64)
+            offsets = np.empty(batch_records, np.int64)
+            lengths = np.empty(batch_records, np.int64)
+            k, pos, code = _tickfile.scan_records(buf, pos, last_ns, recv_ns, offsets, lengths)
+            if k:
+                last_ns = int(recv_ns[k - 1])
+                yield RecordBatch(buf, recv_ns[:k], offsets[:k], lengths[:k])
+            if code == _SCAN["torn"]:
+                self.torn_tail_offset = pos
+                log.warning(
+                    "%s: last record at byte offset %d is incomplete (%d bytes; a "
+                    "crash while writing?): ignored",
+                    self.path,
+                    pos,
+                    len(buf) - pos,
+                )
+                return
+            if code != _SCAN["ok"]:
+                reason = {
+                    _SCAN["bad_crc"]: "record fails its CRC-32",
+                    _SCAN["bad_length"]: "record length larger than any Kite message",
+                    _SCAN["bad_time"]: "record recv_ns goes backwards",
+                }[code]
+                raise TickFileError(self.path, pos, f"corrupt tick file: {reason}")
+
+    def messages(self) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(recv_ns, payload)`` per record (a Python object per message)."""
+        for batch in self.batches():
+            for i in range(len(batch)):
+                yield int(batch.recv_ns[i]), bytes(batch.message(i))
