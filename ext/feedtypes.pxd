@@ -85,3 +85,71 @@ cdef extern from *:
     """
     int32_t be_i32 "fe_be_i32"(const uint8_t* p) noexcept nogil
     uint16_t be_u16 "fe_be_u16"(const uint8_t* p) noexcept nogil
+
+
+cdef enum BarState:
+    BAR_NONE = 0      # no candle yet for this instrument and interval
+    BAR_OPEN = 1      # a candle is building and has not been emitted in its latest form
+    BAR_EMITTED = 2   # emitted complete; a tick still inside its grace re-opens it
+
+ctypedef struct SlotState:
+    # Per instrument. The session window of one IST day is cached so that the per-tick
+    # path needs no division while ticks stay inside it.
+    int64_t day_start_ns     # IST midnight of the cached day (INT64_MIN: none yet)
+    int64_t open_ns          # session open and close instants of that day
+    int64_t close_ns
+    int64_t preopen_day      # IST day number whose pre-open price is known (-1: none)
+    uint32_t token
+    int32_t open_s           # session open and close, seconds after IST midnight
+    int32_t close_s
+    int32_t preopen_price
+
+ctypedef struct Bar:
+    # Per instrument and interval: the current candle and its volume baselines.
+    int64_t start_ns         # bucket start (valid unless state == BAR_NONE)
+    int64_t end_ns           # bucket end: start + interval, or the session close
+    int64_t base             # baseline cumulative volume of this candle (-1: not yet)
+    int64_t last             # cumulative volume of its last accepted volume tick (-1: none)
+    int64_t next_base        # baseline the next candle starts from (-1: none)
+    int32_t open
+    int32_t high
+    int32_t low
+    int32_t close
+    uint8_t state            # BarState
+
+ctypedef struct CandleRow:
+    # One completed (or in-progress snapshot of a) candle, as the flusher receives it.
+    int64_t bucket_start_ns  # Unix ns of the bucket start
+    int64_t volume
+    int32_t slot             # instrument slot (index into the instrument list)
+    int32_t open             # prices in integer units of 1/divisor(segment)
+    int32_t high
+    int32_t low
+    int32_t close
+    uint16_t interval        # index into the kernel's interval list
+    uint8_t final            # 1: complete; 0: snapshot of a candle still building
+
+
+cdef extern from *:
+    """
+    #if defined(_MSC_VER)
+    #include <intrin.h>
+    static inline int64_t fe_load_acquire(const int64_t *p) {
+        int64_t v = *(volatile const int64_t *)p; _ReadWriteBarrier(); return v;
+    }
+    static inline void fe_store_release(int64_t *p, int64_t v) {
+        _ReadWriteBarrier(); *(volatile int64_t *)p = v;
+    }
+    #else
+    static inline int64_t fe_load_acquire(const int64_t *p) {
+        return __atomic_load_n(p, __ATOMIC_ACQUIRE);
+    }
+    static inline void fe_store_release(int64_t *p, int64_t v) {
+        __atomic_store_n(p, v, __ATOMIC_RELEASE);
+    }
+    #endif
+    """
+    # The candle ring's head and tail are shared by the kernel (producer) and the flusher
+    # thread (consumer), both running without the GIL.
+    int64_t load_acquire "fe_load_acquire"(const int64_t* p) noexcept nogil
+    void store_release "fe_store_release"(int64_t* p, int64_t v) noexcept nogil

@@ -60,3 +60,51 @@ KTICK_DTYPE = np.dtype(
     ],
     align=True,
 )
+
+#: Per-instrument kernel state (``SlotState``).
+SLOT_DTYPE = np.dtype(
+    [
+        ("day_start_ns", np.int64),
+        ("open_ns", np.int64),
+        ("close_ns", np.int64),
+        ("preopen_day", np.int64),
+        ("token", np.uint32),
+        ("open_s", np.int32),
+        ("close_s", np.int32),
+        ("preopen_price", np.int32),
+    ],
+    align=True,
+)
+
+#: Per-instrument, per-interval candle state (``Bar``).
+BAR_DTYPE = np.dtype(
+    [
+        ("start_ns", np.int64),
+        ("end_ns", np.int64),
+        ("base", np.int64),
+        ("last", np.int64),
+        ("next_base", np.int64),
+        ("open", np.int32),
+        ("high", np.int32),
+        ("low", np.int32),
+        ("close", np.int32),
+        ("state", np.uint8),
+    ],
+    align=True,
+)
+
+#: A candle row in the ring the flusher drains (``CandleRow``).
+CANDLE_ROW_DTYPE = np.dtype(
+    [
+        ("bucket_start_ns", np.int64),
+        ("volume", np.int64),
+        ("slot", np.int32),
+        ("open", np.int32),
+        ("high", np.int32),
+        ("low", np.int32),
+        ("close", np.int32),
+        ("interval", np.uint16),
+        ("final", np.uint8),
+    ],
+    align=True,
+)

@@ -51,3 +51,14 @@ def exchange_of_segment(segment: int) -> str:
         return Segment(segment).name
     except ValueError:
         return f"SEG{segment}"
+
+
+def price_text(units: int, div: int) -> str:
+    """Exact decimal text of a price in integer units: ``price_text(157370, 100) == "1573.70"``.
+
+    ``div`` is a power of ten, so the text has exactly its number of decimals.
+    """
+    places = len(str(div)) - 1
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), div)
+    return f"{sign}{whole}.{frac:0{places}d}" if places else f"{sign}{whole}"

@@ -8,7 +8,7 @@
 
 All framing integers are little-endian. :class:`TickWriter` appends records through a
 buffer flushed at least every second and fsynced on close; :class:`TickReader` maps the file
-and yields large :class:`RecordBatch` es indexed by a compiled scanner. A record cut short or
+and yields large :class:`MessageBatch` es indexed by a compiled scanner. A record cut short or
 failing its CRC at the very end (a crash while writing) is dropped with a warning; any other
 bad record raises :class:`TickFileError` naming its byte offset. See ``docs/tickfile.md``.
 """
@@ -21,7 +21,6 @@ import struct
 import threading
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from feedengine import _tickfile
+from feedengine.source import MessageBatch
 
 log = logging.getLogger(__name__)
 
@@ -167,27 +167,6 @@ class TickWriter:
         self.close()
 
 
-@dataclass(frozen=True)
-class RecordBatch:
-    """Consecutive records of a mapped tick file, as index arrays into ``buf``.
-
-    Message ``i`` is ``buf[offsets[i]:offsets[i] + lengths[i]]``, received at ``recv_ns[i]``.
-    """
-
-    buf: np.ndarray
-    recv_ns: np.ndarray
-    offsets: np.ndarray
-    lengths: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.recv_ns)
-
-    def message(self, i: int) -> memoryview:
-        """Payload of record ``i`` (a view into the mapped file)."""
-        start = int(self.offsets[i])
-        return self.buf[start : start + int(self.lengths[i])].data
-
-
 class TickReader:
     """Read a tick file through mmap.
 
@@ -241,7 +220,7 @@ class TickReader:
         instruments: list[dict[str, Any]] = self.meta.get("instruments", [])
         return instruments
 
-    def batches(self, batch_records: int = BATCH_RECORDS) -> Iterator[RecordBatch]:
+    def batches(self, batch_records: int = BATCH_RECORDS) -> Iterator[MessageBatch]:
         """Yield the records in order, ``batch_records`` at a time, from one mapping."""
         if self.size == self.data_offset:
             return
@@ -251,7 +230,7 @@ class TickReader:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         yield from self._scan(np.frombuffer(mm, dtype=np.uint8), batch_records)
 
-    def _scan(self, buf: np.ndarray, batch_records: int) -> Iterator[RecordBatch]:
+    def _scan(self, buf: np.ndarray, batch_records: int) -> Iterator[MessageBatch]:
         pos, last_ns = self.data_offset, -(2**63)
         while pos < len(buf):
             recv_ns = np.empty(batch_records, np.int64)
@@ -260,7 +239,7 @@ class TickReader:
             k, pos, code = _tickfile.scan_records(buf, pos, last_ns, recv_ns, offsets, lengths)
             if k:
                 last_ns = int(recv_ns[k - 1])
-                yield RecordBatch(buf, recv_ns[:k], offsets[:k], lengths[:k])
+                yield MessageBatch(buf, recv_ns[:k], offsets[:k], lengths[:k])
             if code == _SCAN["torn"]:
                 self.torn_tail_offset = pos
                 log.warning(

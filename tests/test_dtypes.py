@@ -2,12 +2,29 @@
 
 import pytest
 
-from feedengine import _wire
-from feedengine.dtypes import KTICK_DTYPE, TICK_DTYPE
+from feedengine import _candles, _wire
+from feedengine.dtypes import (
+    BAR_DTYPE,
+    CANDLE_ROW_DTYPE,
+    KTICK_DTYPE,
+    SLOT_DTYPE,
+    TICK_DTYPE,
+)
+
+LAYOUTS = {**_wire.struct_layout(), **_candles.struct_layout()}
 
 
-@pytest.mark.parametrize(("name", "dtype"), [("Tick", TICK_DTYPE), ("KTick", KTICK_DTYPE)])
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        ("Tick", TICK_DTYPE),
+        ("KTick", KTICK_DTYPE),
+        ("SlotState", SLOT_DTYPE),
+        ("Bar", BAR_DTYPE),
+        ("CandleRow", CANDLE_ROW_DTYPE),
+    ],
+)
 def test_dtype_matches_c_struct(name, dtype):
-    size, offsets = _wire.struct_layout()[name]
+    size, offsets = LAYOUTS[name]
     assert dtype.itemsize == size
     assert {f: dtype.fields[f][1] for f in dtype.names} == offsets

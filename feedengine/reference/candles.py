@@ -1,0 +1,142 @@
+"""Reference candle aggregator: SPEC section 4 straightforwardly, a dict per instrument.
+
+It reads the same lean tick rows as the compiled kernel (``KTICK_DTYPE``) and returns the
+final candle rows; tests require the kernel to produce exactly these.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from feedengine.sessions import NS_PER_MIN, NS_PER_S, ist_day, ist_midnight_ns
+
+FULL_PACKET, INDEX_FULL_PACKET = 184, 32
+
+
+@dataclass
+class _Bar:
+    start: int
+    end: int
+    open: int
+    high: int
+    low: int
+    close: int
+    base: int  # baseline cumulative volume of this candle, -1 until known
+    last: int  # cumulative volume of its last accepted volume tick, -1 if none
+
+
+@dataclass
+class _Instrument:
+    open_s: int
+    close_s: int
+    preopen_day: int = -1
+    preopen_price: int = 0
+    bars: dict[int, _Bar] = field(default_factory=dict)  # by interval, the current bar
+    next_base: dict[int, int] = field(default_factory=dict)  # by interval
+
+
+@dataclass
+class Result:
+    """Final rows ``(token, minutes, bucket_start_ns, open, high, low, close, volume)``."""
+
+    rows: list[tuple[int, int, int, int, int, int, int, int]]
+    late: dict[int, int]
+    preopen: int = 0
+    after_close: int = 0
+    unknown: int = 0
+
+
+def event_time_ns(tick: Any) -> int:
+    """Exchange timestamp of full and index-full packets when set, else receive time."""
+    if tick["packet_length"] in (FULL_PACKET, INDEX_FULL_PACKET) and tick["exchange_timestamp"]:
+        return int(tick["exchange_timestamp"]) * NS_PER_S
+    return int(tick["recv_ns"])
+
+
+def aggregate(
+    ticks: Any,
+    sessions: dict[int, tuple[int, int]],
+    intervals: list[int],
+    grace_ns: int = 2 * NS_PER_S,
+) -> Result:
+    """Build candles from ticks in arrival order and finalize every open one at the end.
+
+    Parameters
+    ----------
+    ticks
+        Iterable of rows with ``KTICK_DTYPE`` fields (numpy rows or dicts).
+    sessions
+        ``{instrument_token: (open_s, close_s)}``, seconds after IST midnight.
+    intervals
+        Candle lengths in minutes.
+    grace_ns
+        How long after a bucket's end its ticks are still accepted.
+    """
+    state = {tok: _Instrument(o, c) for tok, (o, c) in sessions.items()}
+    result = Result(rows=[], late=dict.fromkeys(intervals, 0))
+
+    def emit(tok: int, minutes: int, bar: _Bar) -> None:
+        volume = bar.last - bar.base if bar.last >= 0 else 0
+        result.rows.append(
+            (tok, minutes, bar.start, bar.open, bar.high, bar.low, bar.close, volume)
+        )
+
+    for tick in ticks:
+        tok = int(tick["instrument_token"])
+        inst = state.get(tok)
+        if inst is None:
+            result.unknown += 1
+            continue
+        t = event_time_ns(tick)
+        recv = int(tick["recv_ns"])
+        price = int(tick["last_price"])
+        has_volume = bool(tick["has_volume"])
+        cum = int(tick["volume_traded"])
+        day = ist_day(t)
+        midnight = ist_midnight_ns(day)
+        open_ns = midnight + inst.open_s * NS_PER_S
+        close_ns = midnight + inst.close_s * NS_PER_S
+        if t < open_ns or t >= close_ns:
+            if t < open_ns:
+                result.preopen += 1
+                ltt = int(tick["last_trade_time"])
+                if tick["packet_length"] == FULL_PACKET and ltt and ist_day(ltt * NS_PER_S) == day:
+                    inst.preopen_day, inst.preopen_price = day, price
+            else:
+                result.after_close += 1
+            if has_volume:
+                for minutes in intervals:
+                    inst.next_base[minutes] = cum
+            continue
+        for minutes in intervals:
+            length = minutes * NS_PER_MIN
+            start = open_ns + (t - open_ns) // length * length
+            end = min(start + length, close_ns)
+            bar = inst.bars.get(minutes)
+            if recv >= end + grace_ns or (bar is not None and start < bar.start):
+                result.late[minutes] += 1
+                continue
+            if bar is None or start > bar.start:
+                if bar is not None:
+                    emit(tok, minutes, bar)
+                first_of_session = bar is None or bar.start < open_ns
+                bar = _Bar(
+                    start, end, price, price, price, price, inst.next_base.get(minutes, -1), -1
+                )
+                if first_of_session and inst.preopen_day == day:
+                    pre = inst.preopen_price
+                    bar.open, bar.high, bar.low = pre, max(pre, price), min(pre, price)
+                inst.bars[minutes] = bar
+            else:
+                bar.high = max(bar.high, price)
+                bar.low = min(bar.low, price)
+                bar.close = price
+            if has_volume:
+                if bar.base < 0 or cum < bar.base:
+                    bar.base = cum
+                bar.last = cum
+                inst.next_base[minutes] = cum
+    for tok, inst in state.items():
+        for minutes in intervals:
+            if minutes in inst.bars:
+                emit(tok, minutes, inst.bars[minutes])
+    return result

@@ -1,0 +1,74 @@
+"""Replay a tick file as a source: as fast as possible, or paced at a multiple of real time."""
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from feedengine.instruments import Instrument
+from feedengine.source import MessageBatch
+from feedengine.tickfile import TickReader
+
+#: Longest a paced replay sleeps at once, so that stop() is honoured promptly (seconds).
+MAX_SLEEP = 0.05
+
+
+class ReplaySource:
+    """Messages of a tick file with their recorded receive times.
+
+    Parameters
+    ----------
+    path
+        The tick file (see ``docs/tickfile.md``).
+    speed
+        0 for as fast as possible; otherwise the pace relative to real time (1 = as recorded).
+    """
+
+    def __init__(self, path: Path | str, speed: float = 0.0) -> None:
+        if speed < 0:
+            raise ValueError(
+                f"replay speed must be 0 (as fast as possible) or positive, not {speed}"
+            )
+        self.reader = TickReader(path)
+        self.name = f"replay of {self.reader.path.name}"
+        self.speed = speed
+        self._stop = threading.Event()
+
+    @property
+    def instruments(self) -> list[Instrument]:
+        return [Instrument.from_dict(d) for d in self.reader.instruments]
+
+    def start(self) -> None:
+        self._stop.clear()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def batches(self) -> Iterator[MessageBatch]:
+        if self.speed == 0:
+            for batch in self.reader.batches():
+                if self._stop.is_set():
+                    return
+                yield batch
+            return
+        origin_wall: int | None = None
+        origin_recv = 0
+        for batch in self.reader.batches():
+            if origin_wall is None:
+                origin_wall, origin_recv = time.monotonic_ns(), int(batch.recv_ns[0])
+            i = 0
+            while i < len(batch):
+                if self._stop.is_set():
+                    return
+                replay_now = origin_recv + (time.monotonic_ns() - origin_wall) * self.speed
+                due = int(np.searchsorted(batch.recv_ns, replay_now, side="right"))
+                if due > i:
+                    yield MessageBatch(
+                        batch.buf, batch.recv_ns[i:due], batch.offsets[i:due], batch.lengths[i:due]
+                    )
+                    i = due
+                    continue
+                wait_ns = (int(batch.recv_ns[i]) - replay_now) / self.speed
+                time.sleep(min(max(wait_ns / 1e9, 0.0), MAX_SLEEP))

@@ -1,0 +1,122 @@
+"""Where completed candles go: the sink interface and the in-memory and CSV sinks.
+
+The flusher hands a sink blocks of ``CANDLE_ROW_DTYPE`` rows; a sink writes each block as one
+unit (one transaction for a database) and raises on failure, so the flusher can spill and
+retry. Writing the same candle again replaces it (the database upserts, the memory sink
+overwrites; the CSV sink is an append-only log, the last line for a candle wins).
+"""
+
+import csv
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Protocol, TextIO
+
+import numpy as np
+
+from feedengine.segments import IST, price_text
+from feedengine.sessions import NS_PER_S
+
+#: One candle as Python values: (minutes, symbol, IST bucket start, o, h, l, c, volume).
+CandleTuple = tuple[int, str, datetime, Decimal, Decimal, Decimal, Decimal, int]
+
+
+@dataclass(frozen=True)
+class CandleContext:
+    """What a sink needs to interpret kernel rows: names, divisors, intervals by index."""
+
+    symbols: list[str]
+    divisors: np.ndarray
+    intervals: tuple[int, ...]
+
+    def candles(self, rows: np.ndarray) -> list[CandleTuple]:
+        """Rows as Python values with exact decimal prices (for sinks that are not hot)."""
+        out: list[CandleTuple] = []
+        for r in rows.tolist():
+            start_ns, volume, slot, o, h, lo, c, interval, _final = r
+            div = int(self.divisors[slot])
+            out.append(
+                (
+                    self.intervals[interval],
+                    self.symbols[slot],
+                    datetime.fromtimestamp(start_ns // NS_PER_S, IST),
+                    *(Decimal(price_text(p, div)) for p in (o, h, lo, c)),
+                    volume,
+                )
+            )
+        return out
+
+
+class Sink(Protocol):
+    """A destination for candle rows."""
+
+    def open(self, context: CandleContext) -> None:
+        """Prepare to receive rows (connect, create tables)."""
+        ...
+
+    def write(self, rows: np.ndarray) -> None:
+        """Write one block of rows as a unit; raise if it did not happen."""
+        ...
+
+    def close(self) -> None:
+        """Release resources; rows written before stay written."""
+        ...
+
+
+class MemorySink:
+    """Keeps the latest version of each candle in a dict (tests, ``--sink memory``)."""
+
+    def __init__(self) -> None:
+        self.candles: dict[tuple[int, str, datetime], tuple[Decimal | int, ...]] = {}
+        self.writes = 0
+        self._context: CandleContext | None = None
+
+    def open(self, context: CandleContext) -> None:
+        self._context = context
+
+    def write(self, rows: np.ndarray) -> None:
+        assert self._context is not None, "open() first"
+        for minutes, symbol, start, o, h, lo, c, volume in self._context.candles(rows):
+            self.candles[(minutes, symbol, start)] = (o, h, lo, c, volume)
+        self.writes += 1
+
+    def close(self) -> None:
+        pass
+
+
+class CsvSink:
+    """Appends rows to a CSV file: ``datetime,tradingsymbol,interval,open,high,low,close,volume``.
+
+    ``datetime`` is the IST wall-clock bucket start. Re-emitted candles (in-progress
+    snapshots, late updates) appear again; the last line of a candle is its value.
+    """
+
+    HEADER = ("datetime", "tradingsymbol", "interval", "open", "high", "low", "close", "volume")
+
+    def __init__(self, path: os.PathLike[str] | str) -> None:
+        self.path = Path(path)
+        self._file: TextIO | None = None
+        self._context: CandleContext | None = None
+
+    def open(self, context: CandleContext) -> None:
+        self._context = context
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - closed by close()
+        if new:
+            csv.writer(self._file).writerow(self.HEADER)
+
+    def write(self, rows: np.ndarray) -> None:
+        assert self._context is not None and self._file is not None, "open() first"
+        writer = csv.writer(self._file)
+        for minutes, symbol, start, o, h, lo, c, volume in self._context.candles(rows):
+            writer.writerow(
+                (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, minutes, o, h, lo, c, volume)
+            )
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,71 @@
+"""The one interface every tick source implements (SPEC section 1).
+
+A source (Kite live, a tick-file replay, the simulator) yields :class:`MessageBatch` es:
+raw binary messages with their receive times, packed in one buffer so that the compiled
+decoder takes a whole batch in one call. Another broker's feed plugs in with its own source
+and decoder; nothing downstream changes.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from feedengine.instruments import Instrument
+
+
+@dataclass(frozen=True)
+class MessageBatch:
+    """Consecutive messages as index arrays into one byte buffer.
+
+    Message ``i`` is ``buf[offsets[i]:offsets[i] + lengths[i]]``, received at ``recv_ns[i]``
+    (Unix ns).
+    """
+
+    buf: np.ndarray
+    recv_ns: np.ndarray
+    offsets: np.ndarray
+    lengths: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.recv_ns)
+
+    def message(self, i: int) -> memoryview:
+        """Payload of message ``i`` (a view, not a copy)."""
+        start = int(self.offsets[i])
+        return self.buf[start : start + int(self.lengths[i])].data
+
+    @classmethod
+    def from_messages(cls, messages: list[tuple[int, bytes]]) -> "MessageBatch":
+        """Pack ``(recv_ns, payload)`` pairs into one batch (one copy of the bytes)."""
+        lengths = np.fromiter((len(m) for _, m in messages), np.int64, len(messages))
+        offsets = np.zeros(len(messages), np.int64)
+        np.cumsum(lengths[:-1], out=offsets[1:])
+        buf = np.frombuffer(b"".join(m for _, m in messages), np.uint8)
+        recv = np.fromiter((t for t, _ in messages), np.int64, len(messages))
+        return cls(buf, recv, offsets, lengths)
+
+
+class Source(Protocol):
+    """A stream of raw messages and the instruments they concern."""
+
+    #: Human-readable name for logs ("replay of day.ticks", "kite", ...).
+    name: str
+
+    @property
+    def instruments(self) -> list[Instrument]:
+        """The instruments whose ticks this source delivers."""
+        ...
+
+    def start(self) -> None:
+        """Open connections or files; called once before :meth:`batches`."""
+        ...
+
+    def stop(self) -> None:
+        """Ask the source to end; :meth:`batches` then returns soon. Thread-safe."""
+        ...
+
+    def batches(self) -> Iterator[MessageBatch]:
+        """Yield message batches in receive order until the source ends or is stopped."""
+        ...

@@ -1,0 +1,112 @@
+"""Replay of tick files through the whole pipeline (decoder, kernel, flusher, sink)."""
+
+import subprocess
+import sys
+from datetime import datetime
+from decimal import Decimal
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.dtypes import KTICK_DTYPE
+from feedengine.instruments import Instrument
+from feedengine.pipeline import Pipeline
+from feedengine.reference import candles as ref
+from feedengine.replay import ReplaySource
+from feedengine.segments import DIVISORS, IST, price_text
+from feedengine.sink import MemorySink
+from tests.candle_streams import sessions_of, tick_streams
+from tests.tickfiles import write_tick_file
+
+INTERVALS = (1, 5, 15, 60)
+
+
+def replay(path, intervals=INTERVALS, sink=None, ring_rows=1 << 12):
+    source = ReplaySource(path)
+    engine = CandleEngine(
+        source.instruments, CandleConfig(intervals=intervals, ring_rows=ring_rows)
+    )
+    sink = sink or MemorySink()
+    summary = Pipeline(engine, sink).run(source)
+    return sink, summary
+
+
+def expected(kticks, tokens, intervals=INTERVALS):
+    result = ref.aggregate(kticks, sessions_of(tokens), list(intervals))
+    out = {}
+    for tok, minutes, start, o, h, lo, c, v in result.rows:
+        div = int(DIVISORS[tok & 0xFF])
+        key = (minutes, f"SYM{tok}", datetime.fromtimestamp(start // 10**9, IST))
+        out[key] = (*(Decimal(price_text(p, div)) for p in (o, h, lo, c)), v)
+    return out
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(tick_streams(max_ticks=80))
+def test_replay_equals_reference(tmp_path, stream):
+    kticks, tokens = stream
+    path = write_tick_file(tmp_path / "s.ticks", kticks, tokens)
+    sink, summary = replay(path, ring_rows=16)
+    assert sink.candles == expected(kticks, tokens)
+    assert summary.ticks == len(kticks)
+
+
+def test_replay_cli_writes_csv_and_summary(tmp_path):
+    tokens = [408065]
+    base = 1_705_290_300  # 2024-01-15 09:15 IST
+    kt = np.array(
+        [
+            (base * 10**9, base, 0, 408065, 157370, 10, 184, 1, 1),
+            ((base + 30) * 10**9, base + 30, 0, 408065, 157380, 25, 184, 1, 1),
+            ((base + 61) * 10**9, base + 61, 0, 408065, 157300, 40, 184, 1, 1),
+        ],
+        KTICK_DTYPE,
+    )
+    path = write_tick_file(tmp_path / "d.ticks", kt, tokens)
+    out = tmp_path / "c.csv"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "feedengine",
+            "--replay",
+            str(path),
+            "--intervals",
+            "1,5",
+            "--csv",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "ticks decoded      3" in proc.stdout
+    lines = out.read_text().splitlines()
+    assert lines[0] == "datetime,tradingsymbol,interval,open,high,low,close,volume"
+    assert "2024-01-15 09:15:00,SYM408065,1,1573.70,1573.80,1573.70,1573.80,15" in lines
+    assert "2024-01-15 09:15:00,SYM408065,5,1573.70,1573.80,1573.00,1573.00,30" in lines
+
+
+def test_replay_cli_bad_input_is_one_line(tmp_path):
+    bad = tmp_path / "bad.ticks"
+    bad.write_bytes(b"garbage")
+    for args, text in [
+        (["--replay", str(tmp_path / "missing.ticks")], "cannot read"),
+        (["--replay", str(bad)], "no FEEDTKS1 magic"),
+        (["--replay", str(bad), "--intervals", "1,x"], "bad interval 'x'"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "feedengine", *args], capture_output=True, text=True, check=False
+        )
+        assert proc.returncode != 0
+        assert text in proc.stderr and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_instrument_exchange_defaults_to_segment():
+    index = Instrument.from_dict({"instrument_token": 256265, "tradingsymbol": "NIFTY 50"})
+    assert index.exchange == "INDICES"
