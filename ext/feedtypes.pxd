@@ -153,3 +153,23 @@ cdef extern from *:
     # thread (consumer), both running without the GIL.
     int64_t load_acquire "fe_load_acquire"(const int64_t* p) noexcept nogil
     void store_release "fe_store_release"(int64_t* p, int64_t v) noexcept nogil
+
+
+cdef enum:
+    # Bytes for a trading symbol in a CandleRecord, NUL-padded. Kite's longest symbols
+    # (options such as BANKNIFTY24DEC52000CE, MCX and NCO contracts) are about 30 bytes.
+    SYMBOL_BYTES = 40
+
+ctypedef struct CandleRecord:
+    # A candle resolved for storage: what the database sink, the spill file and the other
+    # sinks take. Prices stay integers; ``decimals`` is log10 of the segment's divisor.
+    int64_t bucket_start_ns  # Unix ns of the bucket start
+    int64_t volume
+    int32_t open
+    int32_t high
+    int32_t low
+    int32_t close
+    int16_t minutes          # candle interval
+    uint8_t decimals
+    uint8_t final            # 1: complete; 0: snapshot of a candle still building
+    char symbol[SYMBOL_BYTES]

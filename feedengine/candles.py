@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from feedengine import _candles
+from feedengine.dtypes import RECORD_DTYPE, SYMBOL_BYTES
 from feedengine.instruments import Instrument
 from feedengine.segments import DIVISORS
 from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S, Session, exchange_for
@@ -87,8 +88,15 @@ class CandleEngine:
         self.instruments = instruments
         self.config = config
         self.symbols = [i.tradingsymbol for i in instruments]
+        encoded = [s.encode() for s in self.symbols]
+        too_long = [s for s, b in zip(self.symbols, encoded, strict=True) if len(b) > SYMBOL_BYTES]
+        if too_long:
+            raise ValueError(f"trading symbols longer than {SYMBOL_BYTES} bytes: {too_long}")
+        self._symbol_bytes = np.array(encoded, f"S{SYMBOL_BYTES}")
         tokens = np.array([i.instrument_token for i in instruments], np.uint32)
         self.divisors = DIVISORS[tokens & 0xFF]
+        self._decimals = np.array([len(str(d)) - 1 for d in self.divisors.tolist()], np.uint8)
+        self._minutes = np.array(config.intervals, np.int16)
         sessions = [config.sessions[exchange_for(i.segment, i.exchange)] for i in instruments]
         self.kernel = _candles.CandleKernel(
             tokens,
@@ -129,6 +137,16 @@ class CandleEngine:
             if pos < done:
                 wait()
 
+    def resolve(self, rows: np.ndarray) -> np.ndarray:
+        """Kernel rows (``CANDLE_ROW_DTYPE``) as storable ``RECORD_DTYPE`` records."""
+        out = np.empty(len(rows), RECORD_DTYPE)
+        for name in ("bucket_start_ns", "volume", "open", "high", "low", "close", "final"):
+            out[name] = rows[name]
+        out["minutes"] = self._minutes[rows["interval"]]
+        out["decimals"] = self._decimals[rows["slot"]]
+        out["symbol"] = self._symbol_bytes[rows["slot"]]
+        return out
+
     def counters(self) -> dict[str, int]:
         """Ticks, unknown, pre-open, after-close, rows, and late ticks per interval."""
         out = dict(zip(_candles.COUNTER_NAMES, self.kernel.counters.tolist(), strict=True))
@@ -138,11 +156,14 @@ class CandleEngine:
 
     # --- checkpoints --------------------------------------------------------------------
 
-    def save_checkpoint(self, path: os.PathLike[str] | str) -> None:
-        """Write the kernel state atomically (temp file, fsync, rename)."""
+    def save_checkpoint(self, path: os.PathLike[str] | str,
+                        position: dict[str, str | int] | None = None) -> None:
+        """Write the kernel state and the source ``position`` atomically (fsync, rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = self.kernel.state()
+        for key, value in (position or {}).items():
+            state[f"position_{key}"] = np.array(value)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -154,8 +175,12 @@ class CandleEngine:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def load_checkpoint(self, path: os.PathLike[str] | str) -> None:
+    def load_checkpoint(self, path: os.PathLike[str] | str,
+                        accept: Callable[[dict[str, str | int]], bool]) -> bool:
         """Resume candles from a checkpoint written by :meth:`save_checkpoint`.
+
+        ``accept`` sees the source position stored with it and decides whether the
+        checkpoint applies (the source resumes from it); returns what it decided.
 
         Raises
         ------
@@ -169,4 +194,9 @@ class CandleEngine:
             raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
         if int(state.pop("version", -1)) != CHECKPOINT_VERSION:
             raise ValueError(f"{path}: checkpoint version is not {CHECKPOINT_VERSION}")
+        position = {k[len("position_"):]: state.pop(k).item() for k in list(state)
+                    if k.startswith("position_")}
+        if not accept(position):
+            return False
         self.kernel.restore(state)
+        return True

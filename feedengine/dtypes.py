@@ -108,3 +108,23 @@ CANDLE_ROW_DTYPE = np.dtype(
     ],
     align=True,
 )
+
+#: Bytes of a trading symbol in a candle record (``SYMBOL_BYTES`` in feedtypes.pxd).
+SYMBOL_BYTES = 40
+
+#: A candle resolved for storage (``CandleRecord``): sinks and the spill file take these.
+RECORD_DTYPE = np.dtype(
+    [
+        ("bucket_start_ns", np.int64),
+        ("volume", np.int64),
+        ("open", np.int32),
+        ("high", np.int32),
+        ("low", np.int32),
+        ("close", np.int32),
+        ("minutes", np.int16),
+        ("decimals", np.uint8),
+        ("final", np.uint8),
+        ("symbol", f"S{SYMBOL_BYTES}"),
+    ],
+    align=True,
+)

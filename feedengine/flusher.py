@@ -1,25 +1,37 @@
-"""The flusher thread: drains the candle ring into the sink.
+"""The flusher thread: drains the candle ring into the sink, spilling when the sink is down.
 
 It owns the sink. Rows wait at most :data:`FLUSH_INTERVAL` before they are written, in blocks
-of up to :data:`BATCH_ROWS`; the producer nudges it sooner when the ring fills. An error in the
-thread is kept and raised in the producer's thread at its next wait or at :meth:`stop`.
+of up to :data:`BATCH_ROWS`; the producer nudges it sooner when the ring fills.
+
+When a write fails because the sink is unavailable, the rows go to the fsynced spill file and
+the flusher retries with exponential backoff (:data:`RETRY_FIRST_S` doubling to
+:data:`RETRY_CAP_S`). While anything is spilled, new rows are appended behind it, so rows
+reach the sink oldest first. A spill found at start is written before anything else.
+Any other error is kept and raised in the producer's thread at its next wait or at
+:meth:`Flusher.stop`: nothing vanishes with the thread.
 """
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 import numpy as np
 
 from feedengine._candles import CandleKernel
 from feedengine.dtypes import CANDLE_ROW_DTYPE
-from feedengine.sink import Sink
+from feedengine.sink import Sink, SinkDataError, SinkUnavailable
+from feedengine.spill import SpillFile
 
 log = logging.getLogger(__name__)
 
 #: Longest a completed candle waits in the ring before the flusher writes it (seconds).
 FLUSH_INTERVAL = 0.2
-#: Rows per sink write: one COPY/transaction; big enough to amortize a round trip.
+#: Rows per sink write: one COPY and transaction; big enough to amortize a round trip.
 BATCH_ROWS = 8192
+#: First retry after a failed write, doubling on each failure up to the cap (seconds).
+RETRY_FIRST_S = 1.0
+RETRY_CAP_S = 30.0
 
 
 class FlusherError(RuntimeError):
@@ -33,50 +45,73 @@ class Flusher:
     ----------
     kernel
         The producer's candle kernel (only its ring is touched, which is thread-safe).
+    resolve
+        Turns kernel rows into storable records (``CandleEngine.resolve``).
     sink
         An opened sink; the flusher is its only user while running.
     intervals
         Interval minutes by index, for the per-interval row counts.
+    spill
+        Where rows wait while the sink is unavailable; without one, a failed write is fatal.
     """
 
-    def __init__(
-        self,
-        kernel: CandleKernel,
-        sink: Sink,
-        intervals: tuple[int, ...],
-        flush_interval: float = FLUSH_INTERVAL,
-        batch_rows: int = BATCH_ROWS,
-    ) -> None:
+    def __init__(self, kernel: CandleKernel, resolve: Callable[[np.ndarray], np.ndarray],
+                 sink: Sink, intervals: tuple[int, ...], spill: SpillFile | None = None,
+                 flush_interval: float = FLUSH_INTERVAL, batch_rows: int = BATCH_ROWS,
+                 retry_first_s: float = RETRY_FIRST_S, retry_cap_s: float = RETRY_CAP_S
+                 ) -> None:
         self.kernel = kernel
+        self.resolve = resolve
         self.sink = sink
+        self.spill = spill
         self.flush_interval = flush_interval
-        self.rows_written = 0
-        self.flushes = 0
-        self.rows_by_interval = dict.fromkeys(intervals, 0)
-        self._intervals = intervals
         self.batch_rows = batch_rows
+        self.retry_first_s = retry_first_s
+        self.retry_cap_s = retry_cap_s
+        #: Complete candles committed to the sink, in total and per interval (minutes).
+        self.rows_written = 0
+        self.rows_by_interval = dict.fromkeys(intervals, 0)
+        self.flushes = 0
+        self.failures = 0
+        #: Whether the last write reached the sink (for the heartbeat's "database ok").
+        self.sink_ok = True
         self._buf = np.empty(batch_rows, CANDLE_ROW_DTYPE)
+        self._retry_delay = retry_first_s
+        self._retry_at = 0.0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._drained = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
 
+    @property
+    def spilled(self) -> int:
+        """Rows waiting in the spill file."""
+        return self.spill.rows if self.spill is not None else 0
+
     def start(self) -> None:
         self._thread.start()
 
+    # --- the thread ---------------------------------------------------------------------
+
     def _run(self) -> None:
         try:
+            if self.spilled:
+                self._drain_spill()
             while True:
                 stopping = self._stop.is_set()
                 n = self.kernel.drain(self._buf)
                 if n:
-                    self._write(self._buf[:n])
+                    self._deliver(self.resolve(self._buf[:n]))
                     with self._drained:
                         self._drained.notify_all()
                     if n == len(self._buf):
                         continue
+                if self.spilled and time.monotonic() >= self._retry_at:
+                    self._drain_spill()
                 if stopping and self.kernel.pending == 0:
+                    if self.spilled:
+                        self._drain_spill()  # one last try, whatever the backoff
                     return
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
@@ -85,15 +120,60 @@ class Flusher:
             with self._drained:
                 self._drained.notify_all()
 
-    def _write(self, rows: np.ndarray) -> None:
-        self.sink.write(rows)
-        self.flushes += 1
-        final = rows[rows["final"] == 1]
+    def _count(self, records: np.ndarray) -> None:
+        final = records[records["final"] == 1]
         self.rows_written += len(final)
-        counts = np.bincount(final["interval"], minlength=len(self._intervals))
-        for minutes, count in zip(self._intervals, counts.tolist(), strict=True):
-            self.rows_by_interval[minutes] += count
-        log.debug("flushed %d candle rows", len(rows))
+        for minutes, count in zip(*np.unique(final["minutes"], return_counts=True), strict=True):
+            self.rows_by_interval[int(minutes)] = self.rows_by_interval.get(int(minutes), 0) + int(
+                count)
+        self.flushes += 1
+
+    def _deliver(self, records: np.ndarray) -> None:
+        if self.spilled:
+            assert self.spill is not None
+            self.spill.append(records)  # behind the older rows, to keep their order
+            return
+        try:
+            self.sink.write(records)
+        except (SinkUnavailable, SinkDataError) as e:
+            self._spill(records, e)
+            return
+        self._count(records)
+        log.debug("flushed %d candle rows", len(records))
+
+    def _spill(self, records: np.ndarray, error: Exception) -> None:
+        if self.spill is None:
+            raise error
+        self.spill.append(records)
+        self.sink_ok = False
+        self.failures += 1
+        if isinstance(error, SinkDataError):
+            raise error  # retrying cannot help; the rows are safe in the spill
+        self._retry_at = time.monotonic() + self._retry_delay
+        log.error("candle write failed (%s); %d rows spilled to %s, retrying in %.0f s",
+                  error, self.spilled, self.spill.path, self._retry_delay)
+        self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
+
+    def _drain_spill(self) -> None:
+        assert self.spill is not None
+        total = self.spilled
+        try:
+            for block in self.spill.blocks(self.batch_rows):
+                self.sink.write(block)
+                self._count(block)
+        except SinkUnavailable as e:
+            self.failures += 1
+            self._retry_at = time.monotonic() + self._retry_delay
+            log.error("database still unavailable (%s); %d rows spilled, retrying in %.0f s",
+                      e, self.spilled, self._retry_delay)
+            self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
+            return
+        self.spill.clear()
+        self.sink_ok = True
+        self._retry_delay = self.retry_first_s
+        log.info("database back: wrote %d spilled candle rows", total)
+
+    # --- the producer's side -------------------------------------------------------------
 
     def check(self) -> None:
         """Raise :class:`FlusherError` if the thread has failed."""

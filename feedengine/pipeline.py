@@ -17,9 +17,10 @@ import numpy as np
 from feedengine import _wire
 from feedengine.candles import CandleEngine
 from feedengine.dtypes import KTICK_DTYPE
-from feedengine.flusher import Flusher
-from feedengine.sink import CandleContext, Sink
-from feedengine.source import Source
+from feedengine.flusher import RETRY_FIRST_S, Flusher
+from feedengine.sink import Sink
+from feedengine.source import MessageBatch, Source
+from feedengine.spill import SpillFile
 from feedengine.wire import Fault
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class Summary:
     messages: int = 0
     ticks: int = 0
     wall_s: float = 0.0
+    finished: bool = False
+    spilled: int = 0
     candles: dict[int, int] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     faults: dict[str, int] = field(default_factory=dict)
@@ -46,11 +49,11 @@ class Summary:
     def lines(self) -> list[str]:
         """The human-readable report."""
         c = self.counters
-        late = ", ".join(f"{k[5:]} {v}" for k, v in c.items() if k.startswith("late_"))
+        late = ", ".join(f"{k[5:]} {v:,}" for k, v in c.items() if k.startswith("late_"))
         out = [
             f"messages read      {self.messages:,}",
             f"ticks decoded      {self.ticks:,}",
-            "candles written    " + ", ".join(f"{m}m: {n:,}" for m, n in self.candles.items()),
+            "candles written    " + ", ".join(f"{m}m {n:,}" for m, n in self.candles.items()),
             f"pre-open ticks     {c.get('preopen', 0):,}",
             f"after-close ticks  {c.get('after_close', 0):,}",
             f"late ticks         {late}",
@@ -59,10 +62,13 @@ class Summary:
             f"throughput         {self.ticks_per_s:,.0f} ticks/s",
         ]
         if any(self.faults.values()):
-            out.append(
-                "malformed messages "
-                + ", ".join(f"{k.lower()} {v}" for k, v in self.faults.items() if v)
-            )
+            out.append("malformed messages " + ", ".join(
+                f"{k.lower()} {v}" for k, v in self.faults.items() if v))
+        if not self.finished:
+            out.append("stopped early      open candles written as in progress and checkpointed")
+        if self.spilled:
+            out.append(f"NOT WRITTEN        {self.spilled:,} candle rows remain in the spill "
+                       "file; they are written first on the next run")
         return out
 
 
@@ -77,40 +83,52 @@ class Pipeline:
         Where candles go; opened and closed by :meth:`run`.
     checkpoint
         Kernel checkpoint file: loaded at start if present, written at a graceful stop.
+    spill
+        Where candles wait while the sink is unavailable (None: a failed write is fatal).
+    retry_first_s
+        First retry delay after a failed write (doubles up to 30 s).
     """
 
-    def __init__(self, engine: CandleEngine, sink: Sink, checkpoint: Path | None = None) -> None:
+    def __init__(self, engine: CandleEngine, sink: Sink, checkpoint: Path | None = None,
+                 spill: SpillFile | None = None, retry_first_s: float = RETRY_FIRST_S) -> None:
         self.engine = engine
+        self.retry_first_s = retry_first_s
         self.sink = sink
         self.checkpoint = checkpoint
+        self.spill = spill
         self.stop_event = threading.Event()
         self.summary = Summary()
+        self.flusher: Flusher | None = None
         self._faults = np.zeros(_wire.NUM_FAULTS, np.int64)
         self._ticks = np.empty(TICK_BUFFER, KTICK_DTYPE)
-        self.flusher: Flusher | None = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to stop at the next batch (thread- and signal-safe)."""
+        """Ask :meth:`run` to stop after the current batch (thread- and signal-safe)."""
         self.stop_event.set()
 
-    def run(
-        self, source: Source, *, live: bool = False, clock: Callable[[], int] = time.time_ns
-    ) -> Summary:
+    def run(self, source: Source, *, live: bool = False, finalize: bool = True,
+            clock: Callable[[], int] = time.time_ns) -> Summary:
         """Process ``source`` until it ends or :meth:`stop` is called.
 
-        A replay that reaches its end finalizes every open candle. A stopped run (or a live
-        one) writes its open candles as in-progress rows and checkpoints the kernel, so a
-        restart resumes them.
+        A replay that reaches its end finalizes every open candle (unless ``finalize`` is
+        False: another file continues it). A stopped run, a live one, or an unfinalized
+        replay writes its open candles as in-progress rows and checkpoints the kernel and
+        the source position, so a restart resumes them.
         """
         engine = self.engine
-        self.sink.open(CandleContext(engine.symbols, engine.divisors, engine.intervals))
-        flusher = self.flusher = Flusher(engine.kernel, self.sink, engine.intervals)
+        self.sink.open(engine.intervals)
+        flusher = self.flusher = Flusher(engine.kernel, engine.resolve, self.sink,
+                                         engine.intervals, spill=self.spill,
+                                         retry_first_s=self.retry_first_s)
         if self.checkpoint is not None and self.checkpoint.exists():
-            engine.load_checkpoint(self.checkpoint)
-            log.info("resumed candles from checkpoint %s", self.checkpoint)
+            if engine.load_checkpoint(self.checkpoint, source.resume):
+                log.info("resumed open candles from checkpoint %s", self.checkpoint)
+            else:
+                log.info("checkpoint %s belongs to another run; starting afresh",
+                         self.checkpoint)
         flusher.start()
         started = time.perf_counter()
-        finished = False
+        ended = False
         try:
             source.start()
             for batch in source.batches():
@@ -120,42 +138,39 @@ class Pipeline:
                 if self.stop_event.is_set():
                     break
             else:
-                finished = not live
-            if finished:
+                ended = not live
+            self.summary.finished = ended and finalize
+            if self.summary.finished:
                 engine.finalize(flusher.wait_for_space)
             else:
                 engine.snapshot_open(flusher.wait_for_space)
         finally:
             source.stop()
-            self.summary.wall_s = time.perf_counter() - started
             try:
                 flusher.stop()
             finally:
                 self.sink.close()
-        if not finished and self.checkpoint is not None:
-            engine.save_checkpoint(self.checkpoint)
-            log.info("checkpointed open candles to %s", self.checkpoint)
-        elif finished and self.checkpoint is not None:
-            self.checkpoint.unlink(missing_ok=True)
-        self._finish_summary(flusher)
+                self.summary.wall_s = time.perf_counter() - started
+        if self.checkpoint is not None:
+            if self.summary.finished:
+                self.checkpoint.unlink(missing_ok=True)
+            else:
+                engine.save_checkpoint(self.checkpoint, source.position())
+                log.info("checkpointed open candles to %s", self.checkpoint)
+        self.summary.spilled = flusher.spilled
+        self.summary.candles = dict(flusher.rows_by_interval)
+        self.summary.counters = engine.counters()
+        self.summary.faults = {Fault(i).name: int(v) for i, v in enumerate(self._faults) if i}
         return self.summary
 
-    def _apply(self, batch, flusher: Flusher) -> None:
+    def _apply(self, batch: MessageBatch, flusher: Flusher) -> None:
         first_bad = np.full(1, -1, np.int64)
         before = self._faults.copy()
         rec, n = 0, len(batch)
         while rec < n:
-            rec, end = _wire.decode_records(
-                batch.buf,
-                batch.offsets,
-                batch.lengths,
-                batch.recv_ns,
-                rec,
-                self._ticks,
-                0,
-                self._faults,
-                first_bad,
-            )
+            rec, end = _wire.decode_records(batch.buf, batch.offsets, batch.lengths,
+                                            batch.recv_ns, rec, self._ticks, 0, self._faults,
+                                            first_bad)
             self.engine.process(self._ticks[:end], flusher.wait_for_space)
             self.summary.ticks += end
             if self.engine.kernel.pending >= flusher.batch_rows:
@@ -163,15 +178,6 @@ class Pipeline:
         self.summary.messages += n
         if first_bad[0] >= 0:
             new = {Fault(i).name: int(v) for i, v in enumerate(self._faults - before) if v}
-            log.warning(
-                "malformed Kite messages in this batch (%s); first received at %d ns; "
-                "their good packets were kept",
-                new,
-                int(batch.recv_ns[first_bad[0]]),
-            )
+            log.warning("malformed Kite messages in this batch (%s); first received at %d ns; "
+                        "their good packets were kept", new, int(batch.recv_ns[first_bad[0]]))
         flusher.check()
-
-    def _finish_summary(self, flusher: Flusher) -> None:
-        self.summary.candles = dict(flusher.rows_by_interval)
-        self.summary.counters = self.engine.counters()
-        self.summary.faults = {Fault(i).name: int(v) for i, v in enumerate(self._faults) if i}

@@ -35,6 +35,10 @@ class ReplaySource:
         self.name = f"replay of {self.reader.path.name}"
         self.speed = speed
         self._stop = threading.Event()
+        self._skip = 0
+        self._ended = False
+        #: Records handed out so far (including any skipped on resume).
+        self.records = 0
 
     @property
     def instruments(self) -> list[Instrument]:
@@ -46,16 +50,50 @@ class ReplaySource:
     def stop(self) -> None:
         self._stop.set()
 
+    def position(self) -> dict[str, str | int]:
+        return {"replay_file": self.reader.path.name, "replay_size": self.reader.size,
+                "replay_records": self.records, "replay_ended": int(self._ended)}
+
+    def resume(self, position: dict[str, str | int]) -> bool:
+        """Whether a replay checkpoint continues into this replay.
+
+        It does when it stopped inside this same file (the records it processed are
+        skipped), or when it ran to the end of another file without finalizing (this file
+        continues that one). Any other replay's checkpoint does not apply.
+        """
+        if (position.get("replay_file") == self.reader.path.name
+                and position.get("replay_size") == self.reader.size
+                and not position.get("replay_ended")):
+            self._skip = int(position.get("replay_records", 0))
+            return True
+        return bool(position.get("replay_ended"))
+
+    def _records(self) -> Iterator[MessageBatch]:
+        skip = self._skip
+        for batch in self.reader.batches():
+            if skip >= len(batch):
+                skip -= len(batch)
+                self.records += len(batch)
+                continue
+            if skip:
+                batch = MessageBatch(batch.buf, batch.recv_ns[skip:], batch.offsets[skip:],
+                                     batch.lengths[skip:])
+                self.records += skip
+                skip = 0
+            yield batch
+        self._ended = True
+
     def batches(self) -> Iterator[MessageBatch]:
         if self.speed == 0:
-            for batch in self.reader.batches():
+            for batch in self._records():
                 if self._stop.is_set():
                     return
+                self.records += len(batch)
                 yield batch
             return
         origin_wall: int | None = None
         origin_recv = 0
-        for batch in self.reader.batches():
+        for batch in self._records():
             if origin_wall is None:
                 origin_wall, origin_recv = time.monotonic_ns(), int(batch.recv_ns[0])
             i = 0

@@ -1,6 +1,6 @@
 """Where completed candles go: the sink interface and the in-memory and CSV sinks.
 
-The flusher hands a sink blocks of ``CANDLE_ROW_DTYPE`` rows; a sink writes each block as one
+The flusher hands a sink blocks of ``RECORD_DTYPE`` candle records; a sink writes each block as one
 unit (one transaction for a database) and raises on failure, so the flusher can spill and
 retry. Writing the same candle again replaces it (the database upserts, the memory sink
 overwrites; the CSV sink is an append-only log, the last line for a candle wins).
@@ -8,7 +8,6 @@ overwrites; the CSV sink is an append-only log, the last line for a candle wins)
 
 import csv
 import os
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -23,41 +22,27 @@ from feedengine.sessions import NS_PER_S
 CandleTuple = tuple[int, str, datetime, Decimal, Decimal, Decimal, Decimal, int]
 
 
-@dataclass(frozen=True)
-class CandleContext:
-    """What a sink needs to interpret kernel rows: names, divisors, intervals by index."""
-
-    symbols: list[str]
-    divisors: np.ndarray
-    intervals: tuple[int, ...]
-
-    def candles(self, rows: np.ndarray) -> list[CandleTuple]:
-        """Rows as Python values with exact decimal prices (for sinks that are not hot)."""
-        out: list[CandleTuple] = []
-        for r in rows.tolist():
-            start_ns, volume, slot, o, h, lo, c, interval, _final = r
-            div = int(self.divisors[slot])
-            out.append(
-                (
-                    self.intervals[interval],
-                    self.symbols[slot],
-                    datetime.fromtimestamp(start_ns // NS_PER_S, IST),
-                    *(Decimal(price_text(p, div)) for p in (o, h, lo, c)),
-                    volume,
-                )
-            )
-        return out
+def candle_tuples(records: np.ndarray) -> list[CandleTuple]:
+    """``RECORD_DTYPE`` records as Python values with exact decimal prices (not for hot paths)."""
+    out: list[CandleTuple] = []
+    for r in records.tolist():
+        start_ns, volume, o, h, lo, c, minutes, decimals, _final, symbol = r
+        div = 10**decimals
+        po, ph, pl, pc = (Decimal(price_text(p, div)) for p in (o, h, lo, c))
+        start = datetime.fromtimestamp(start_ns // NS_PER_S, IST)
+        out.append((minutes, symbol.decode(), start, po, ph, pl, pc, volume))
+    return out
 
 
 class Sink(Protocol):
     """A destination for candle rows."""
 
-    def open(self, context: CandleContext) -> None:
-        """Prepare to receive rows (connect, create tables)."""
+    def open(self, intervals: tuple[int, ...]) -> None:
+        """Prepare to receive candles of these intervals (connect, create tables)."""
         ...
 
-    def write(self, rows: np.ndarray) -> None:
-        """Write one block of rows as a unit; raise if it did not happen."""
+    def write(self, records: np.ndarray) -> None:
+        """Write one block of ``RECORD_DTYPE`` records as a unit; raise if it did not happen."""
         ...
 
     def close(self) -> None:
@@ -71,14 +56,12 @@ class MemorySink:
     def __init__(self) -> None:
         self.candles: dict[tuple[int, str, datetime], tuple[Decimal | int, ...]] = {}
         self.writes = 0
-        self._context: CandleContext | None = None
 
-    def open(self, context: CandleContext) -> None:
-        self._context = context
+    def open(self, intervals: tuple[int, ...]) -> None:
+        pass
 
-    def write(self, rows: np.ndarray) -> None:
-        assert self._context is not None, "open() first"
-        for minutes, symbol, start, o, h, lo, c, volume in self._context.candles(rows):
+    def write(self, records: np.ndarray) -> None:
+        for minutes, symbol, start, o, h, lo, c, volume in candle_tuples(records):
             self.candles[(minutes, symbol, start)] = (o, h, lo, c, volume)
         self.writes += 1
 
@@ -98,19 +81,17 @@ class CsvSink:
     def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = Path(path)
         self._file: TextIO | None = None
-        self._context: CandleContext | None = None
 
-    def open(self, context: CandleContext) -> None:
-        self._context = context
+    def open(self, intervals: tuple[int, ...]) -> None:
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = open(self.path, "a", newline="")  # noqa: SIM115 - closed by close()
         if new:
             csv.writer(self._file).writerow(self.HEADER)
 
-    def write(self, rows: np.ndarray) -> None:
-        assert self._context is not None and self._file is not None, "open() first"
+    def write(self, records: np.ndarray) -> None:
+        assert self._file is not None, "open() first"
         writer = csv.writer(self._file)
-        for minutes, symbol, start, o, h, lo, c, volume in self._context.candles(rows):
+        for minutes, symbol, start, o, h, lo, c, volume in candle_tuples(records):
             writer.writerow(
                 (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, minutes, o, h, lo, c, volume)
             )
@@ -120,3 +101,17 @@ class CsvSink:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class SinkUnavailable(Exception):
+    """The destination cannot be reached now (server down, connection lost, disk full).
+
+    The flusher spills the rows and retries later.
+    """
+
+
+class SinkDataError(Exception):
+    """The destination refuses these rows (a schema that cannot hold them).
+
+    Retrying cannot help: the flusher spills the rows, so nothing is lost, and stops.
+    """

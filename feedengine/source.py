@@ -69,3 +69,11 @@ class Source(Protocol):
     def batches(self) -> Iterator[MessageBatch]:
         """Yield message batches in receive order until the source ends or is stopped."""
         ...
+
+    def position(self) -> dict[str, str | int]:
+        """Where the source is, for a checkpoint (empty for a live source)."""
+        ...
+
+    def resume(self, position: dict[str, str | int]) -> bool:
+        """Continue after ``position`` of an earlier run; False if it is not this source's."""
+        ...

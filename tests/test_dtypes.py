@@ -2,16 +2,21 @@
 
 import pytest
 
-from feedengine import _candles, _wire
+from feedengine import _candles, _pgcopy, _wire
 from feedengine.dtypes import (
     BAR_DTYPE,
     CANDLE_ROW_DTYPE,
     KTICK_DTYPE,
+    RECORD_DTYPE,
     SLOT_DTYPE,
     TICK_DTYPE,
 )
 
-LAYOUTS = {**_wire.struct_layout(), **_candles.struct_layout()}
+LAYOUTS = {
+    **_wire.struct_layout(),
+    **_candles.struct_layout(),
+    "CandleRecord": _pgcopy.record_layout(),
+}
 
 
 @pytest.mark.parametrize(
@@ -22,6 +27,7 @@ LAYOUTS = {**_wire.struct_layout(), **_candles.struct_layout()}
         ("SlotState", SLOT_DTYPE),
         ("Bar", BAR_DTYPE),
         ("CandleRow", CANDLE_ROW_DTYPE),
+        ("CandleRecord", RECORD_DTYPE),
     ],
 )
 def test_dtype_matches_c_struct(name, dtype):

@@ -1,0 +1,144 @@
+"""Configuration from the environment and ``.env`` (SPEC section 8), validated at start-up.
+
+Every variable, its default and meaning is listed in ``.env.example``; command-line flags
+override them. The seed service's names are kept.
+"""
+
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
+from feedengine.database import DEFAULT_TABLE_TEMPLATE, table_names
+from feedengine.sessions import Session, parse_sessions
+
+#: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
+DEFAULT_HOME = Path("~/.local/share/feedengine").expanduser()
+DEFAULT_SYMBOLS_QUERY = "SELECT DISTINCT tradingsymbol FROM {table_5min} ORDER BY 1"
+DEFAULT_HEARTBEAT_S = 30.0
+DEFAULT_WS_URL = "wss://ws.kite.trade"
+
+
+class ConfigError(ValueError):
+    """A bad setting: the message names the variable and what is wrong."""
+
+
+def _bool(name: str, text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={text!r}: expected true or false")
+
+
+def _number(name: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name}={text!r}: expected a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={text!r}: expected a number from {low:g} to {high:g}")
+    return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """All settings of a run."""
+
+    home: Path = DEFAULT_HOME
+    pg_conn_str: str | None = None
+    candle_table_name: str | None = None
+    candle_table_template: str = DEFAULT_TABLE_TEMPLATE
+    symbols_query: str | None = None
+    intervals: tuple[int, ...] = DEFAULT_INTERVALS
+    sessions: dict[str, Session] = field(default_factory=dict)
+    grace_s: float = 2.0
+    kite_api_key: str | None = None
+    kite_access_token: str | None = None
+    kite_ws_url: str = DEFAULT_WS_URL
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_S
+    log_level: str = "INFO"
+    mqtt_broker: str | None = None
+    mqtt_port: int | None = None
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_use_tls: bool = False
+    mqtt_topic_prefix: str = "feedengine"
+    service_id: str = field(default_factory=socket.gethostname)
+
+    @property
+    def table_5min(self) -> str:
+        return self.candle_table_name or DEFAULT_TABLE_TEMPLATE.format(interval=5)
+
+    @property
+    def spill_path(self) -> Path:
+        return self.home / "spill.bin"
+
+    def checkpoint_path(self, mode: str) -> Path:
+        """Kernel checkpoint of a mode (``live`` or ``replay``): they never mix."""
+        return self.home / f"checkpoint-{mode}.npz"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Config":
+        """Read and validate the environment (``os.environ`` by default).
+
+        Raises
+        ------
+        ConfigError
+            Naming the first bad variable.
+        """
+        e = dict(os.environ if env is None else env)
+
+        def get(name: str) -> str | None:
+            value = e.get(name, "").strip()
+            return value or None
+
+        try:
+            intervals = tuple(parse_intervals(get("CANDLE_INTERVALS") or "1,5,15"))
+        except ValueError as err:
+            raise ConfigError(f"CANDLE_INTERVALS: {err}") from None
+        try:
+            sessions = parse_sessions(get("SESSIONS") or "")
+        except ValueError as err:
+            raise ConfigError(f"SESSIONS: {err}") from None
+        template = get("CANDLE_TABLE_TEMPLATE") or DEFAULT_TABLE_TEMPLATE
+        if "{interval}" not in template:
+            raise ConfigError(f"CANDLE_TABLE_TEMPLATE={template!r}: must contain {{interval}}")
+        level = (get("LOG_LEVEL") or "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+        port = get("MQTT_PORT")
+        tls = _bool("MQTT_USE_TLS", get("MQTT_USE_TLS") or "false")
+        return cls(
+            home=Path(get("FEEDENGINE_HOME") or DEFAULT_HOME).expanduser(),
+            pg_conn_str=get("PG_CONN_STR"),
+            candle_table_name=get("CANDLE_TABLE_NAME"),
+            candle_table_template=template,
+            symbols_query=get("SYMBOLS_QUERY"),
+            intervals=intervals,
+            sessions=sessions,
+            grace_s=_number("CANDLE_GRACE_SECONDS", get("CANDLE_GRACE_SECONDS") or "2", 0, 60),
+            kite_api_key=get("KITE_API_KEY"),
+            kite_access_token=get("KITE_ACCESS_TOKEN"),
+            kite_ws_url=get("KITE_WS_URL") or DEFAULT_WS_URL,
+            heartbeat_interval=_number("HEARTBEAT_INTERVAL", get("HEARTBEAT_INTERVAL") or "30",
+                                       1, 3600),
+            log_level=level,
+            mqtt_broker=get("MQTT_BROKER"),
+            mqtt_port=int(_number("MQTT_PORT", port, 1, 65535)) if port else None,
+            mqtt_username=get("MQTT_USERNAME"),
+            mqtt_password=get("MQTT_PASSWORD"),
+            mqtt_use_tls=tls,
+            mqtt_topic_prefix=get("MQTT_TOPIC_PREFIX") or "feedengine",
+            service_id=get("SERVICE_ID") or socket.gethostname(),
+        )
+
+    def tables(self, intervals: tuple[int, ...] | None = None) -> dict[int, str]:
+        """Candle table name per interval."""
+        return table_names(intervals or self.intervals, self.candle_table_template,
+                           self.candle_table_name)
+
+    def symbols_sql(self) -> str:
+        return self.symbols_query or DEFAULT_SYMBOLS_QUERY.format(table_5min=self.table_5min)

@@ -1,0 +1,317 @@
+"""PostgreSQL: the candle tables, the binary-COPY sink, the embedded server (SPEC section 5).
+
+Each flush is one transaction: the records are encoded by the compiled PGCOPY encoder,
+COPYed into a temporary staging table, and merged into one table per interval with
+``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key).
+Existing tables are used as they are: ``TIMESTAMP`` columns get the IST wall-clock bucket
+start, ``TIMESTAMPTZ`` columns the instant.
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from feedengine import _pgcopy
+from feedengine.sink import SinkDataError, SinkUnavailable, candle_tuples
+
+log = logging.getLogger(__name__)
+
+#: The seed's table naming: one table per interval.
+DEFAULT_TABLE_TEMPLATE = "merged_candles_{interval}min"
+#: Seconds to wait for a connection before the database counts as down.
+CONNECT_TIMEOUT_S = 5
+#: Shows in pg_stat_activity, so operators (and the fault tests) can find our sessions.
+APPLICATION_NAME = "feedengine"
+STAGING = "feedengine_staging"
+REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
+#: Largest volume each integer column type holds.
+_INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
+
+
+class SchemaError(Exception):
+    """An existing candle table that feedengine cannot write (missing or odd columns)."""
+
+
+def table_names(intervals: tuple[int, ...], template: str = DEFAULT_TABLE_TEMPLATE,
+                five_minute: str | None = None) -> dict[int, str]:
+    """Table per interval: ``template`` with ``{interval}``; ``five_minute`` names the 5-minute one."""
+    if "{interval}" not in template:
+        raise ValueError(f"CANDLE_TABLE_TEMPLATE {template!r} must contain {{interval}}")
+    names = {m: template.format(interval=m) for m in intervals}
+    if five_minute and 5 in names:
+        names[5] = five_minute
+    return names
+
+
+def _ident(name: str) -> sql.Identifier:
+    return sql.Identifier(*name.split("."))
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """How an existing candle table stores a candle."""
+
+    name: str
+    datetime_type: str  # "timestamp without time zone" | "timestamp with time zone"
+    volume_type: str
+    has_key: bool
+    created: bool = False
+
+    @property
+    def stores_instant(self) -> bool:
+        return self.datetime_type == "timestamp with time zone"
+
+    def describe(self) -> str:
+        key = "unique key (tradingsymbol, datetime)" if self.has_key else (
+            "no unique key: written by delete-then-insert")
+        made = "created" if self.created else "found"
+        return f"{self.name}: {made}; datetime {self.datetime_type}, volume {self.volume_type}, {key}"
+
+
+def connect(dsn: str) -> psycopg.Connection[Any]:
+    """A connection for feedengine's use (explicit transactions)."""
+    return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S,
+                           application_name=APPLICATION_NAME)
+
+
+def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
+    """Describe table ``name``, or None when it does not exist."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+        (name,)).fetchall()
+    if not rows:
+        return None
+    columns = {str(n): str(t) for n, t in rows}
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise SchemaError(f"table {name} lacks column(s) {', '.join(missing)}; feedengine "
+                          f"writes {', '.join(REQUIRED_COLUMNS)}")
+    dt = columns["datetime"]
+    if dt not in ("timestamp without time zone", "timestamp with time zone"):
+        raise SchemaError(f"table {name}: column datetime is {dt}; expected TIMESTAMP or "
+                          "TIMESTAMPTZ")
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) "
+        "AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND "
+        "(SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
+        " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
+        "= ARRAY['datetime', 'tradingsymbol'])", (name,)).fetchone()
+    return TableInfo(name, dt, columns["volume"].split("(")[0], bool(row and row[0]))
+
+
+def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
+    """Describe ``name``, creating it with the seed's schema when it is missing."""
+    info = inspect_table(conn, name)
+    if info is not None:
+        return info
+    conn.execute(sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
+        "tradingsymbol VARCHAR NOT NULL, open NUMERIC, high NUMERIC, low NUMERIC, "
+        "close NUMERIC, volume BIGINT, PRIMARY KEY (tradingsymbol, datetime))"
+    ).format(_ident(name)))
+    info = inspect_table(conn, name)
+    assert info is not None
+    return TableInfo(info.name, info.datetime_type, info.volume_type, info.has_key, created=True)
+
+
+def merge_statement(info: TableInfo) -> sql.Composed:
+    """SQL merging the staging rows of one interval (``%s``) into ``info``'s table."""
+    dt = sql.Identifier("dt_utc" if info.stores_instant else "dt_ist")
+    latest = sql.SQL(
+        "SELECT DISTINCT ON (tradingsymbol, {dt}) {dt} AS dt, tradingsymbol, open, high, low, "
+        "close, volume FROM {staging} WHERE minutes = %s ORDER BY tradingsymbol, {dt}, seq DESC"
+    ).format(dt=dt, staging=sql.Identifier(STAGING))
+    table = _ident(info.name)
+    if info.has_key:
+        return sql.SQL(
+            "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
+            "SELECT dt, tradingsymbol, open, high, low, close, volume FROM ({latest}) s "
+            "ON CONFLICT (tradingsymbol, datetime) DO UPDATE SET open = EXCLUDED.open, "
+            "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
+            "volume = EXCLUDED.volume"
+        ).format(t=table, latest=latest)
+    return sql.SQL(
+        "WITH s AS ({latest}), gone AS (DELETE FROM {t} USING s "
+        "WHERE {t}.tradingsymbol = s.tradingsymbol AND {t}.datetime = s.dt) "
+        "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
+        "SELECT dt, tradingsymbol, open, high, low, close, volume FROM s"
+    ).format(t=table, latest=latest)
+
+
+STAGING_DDL = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS {} (seq int8, minutes int2, tradingsymbol text, "
+    "dt_ist timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, "
+    "close numeric, volume int8) ON COMMIT DELETE ROWS"
+).format(sql.Identifier(STAGING))
+COPY_STAGING = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.STAGING_COLUMNS)))
+
+
+class PostgresSink:
+    """Writes candle records to PostgreSQL, one transaction per block.
+
+    Parameters
+    ----------
+    dsn
+        libpq connection string or URI.
+    tables
+        Table name per interval (see :func:`table_names`).
+
+    Raises
+    ------
+    SinkUnavailable
+        From :meth:`write` when the server cannot be reached; the connection is dropped and
+        the next write reconnects.
+    SinkDataError
+        When a table cannot hold the rows (e.g. a volume too large for an INTEGER column).
+    """
+
+    def __init__(self, dsn: str, tables: dict[int, str]) -> None:
+        self.dsn = dsn
+        self.tables = tables
+        self.info: dict[int, TableInfo] = {}
+        self._conn: psycopg.Connection[Any] | None = None
+        self._merges: dict[int, sql.Composed] = {}
+
+    def open(self, intervals: tuple[int, ...]) -> None:
+        try:
+            self._connection()
+        except SinkUnavailable as e:
+            log.error("database unavailable at start (%s); candles will be spilled and "
+                      "retried", e)
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = connect(self.dsn)
+            with conn.transaction():
+                for minutes, name in self.tables.items():
+                    info = ensure_table(conn, name)
+                    if minutes not in self.info:
+                        log.info("candle table %s", info.describe())
+                    self.info[minutes] = info
+                    self._merges[minutes] = merge_statement(info)
+                conn.execute(STAGING_DDL)
+        except psycopg.OperationalError as e:
+            raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
+        except (psycopg.Error, SchemaError) as e:
+            raise SinkDataError(str(e).strip()) from e
+        self._conn = conn
+        return conn
+
+    def _check_volumes(self, records: np.ndarray) -> None:
+        for minutes, info in self.info.items():
+            limit = _INT_LIMITS.get(info.volume_type)
+            if limit is None:
+                continue
+            rows = records[(records["minutes"] == minutes) & (records["volume"] > limit)]
+            if len(rows):
+                m, symbol, start, *_, volume = candle_tuples(rows[:1])[0]
+                raise SinkDataError(
+                    f"volume {volume} of {symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
+                    f"does not fit column {info.name}.volume ({info.volume_type}); "
+                    f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT")
+
+    def write(self, records: np.ndarray) -> None:
+        if not len(records):
+            return
+        conn = self._connection()
+        self._check_volumes(records)
+        data = _pgcopy.encode(np.ascontiguousarray(records))
+        try:
+            with conn.transaction(), conn.cursor() as cur:
+                with cur.copy(COPY_STAGING) as copy:
+                    copy.write(data)
+                for minutes in np.unique(records["minutes"]).tolist():
+                    cur.execute(self._merges[minutes], (minutes,))
+        except psycopg.OperationalError as e:
+            self._drop()
+            raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
+        except psycopg.InterfaceError as e:  # the connection is gone
+            self._drop()
+            raise SinkUnavailable(str(e).strip()) from e
+        except psycopg.Error as e:
+            self._drop()
+            raise SinkDataError(str(e).strip()) from e
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        self._drop()
+
+
+# --- the embedded server ---------------------------------------------------------------------
+
+
+def embedded_dsn(home: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL in ``home/pgdata``; return its URI.
+
+    The server keeps running after this process exits, so the next run reuses it and
+    ``psql`` can look at the candles.
+    """
+    # pgserver keeps its lock file in the user's runtime directory, which a service or a
+    # container may not have.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(home / "run"))
+    (home / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
+    import pgserver  # heavy import, only when needed
+
+    server = pgserver.get_server(home / "pgdata", cleanup_mode=None)
+    uri: str = server.get_uri()
+    return uri
+
+
+def symbols_from_db(dsn: str, query: str) -> list[str]:
+    """Run ``SYMBOLS_QUERY``; its first column gives the symbols.
+
+    Raises
+    ------
+    ValueError
+        The query fails or returns nothing.
+    """
+    try:
+        with connect(dsn) as conn:
+            rows = conn.execute(sql.SQL(query)).fetchall()
+    except psycopg.Error as e:
+        raise ValueError(f"SYMBOLS_QUERY failed: {str(e).strip().splitlines()[0]}") from None
+    symbols = [str(r[0]) for r in rows if r and r[0]]
+    if not symbols:
+        raise ValueError(f"SYMBOLS_QUERY returned no symbols: {query}")
+    return symbols
+
+
+def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
+    """``--test-database``: connect, check or create the tables; report what was found.
+
+    Raises
+    ------
+    SinkUnavailable, SchemaError
+        With a message naming the problem.
+    """
+    try:
+        with connect(dsn) as conn:
+            version = conn.execute("SHOW server_version").fetchone()
+            lines = [f"connected: PostgreSQL {version[0] if version else '?'}"]
+            with conn.transaction():
+                for minutes, name in tables.items():
+                    info = ensure_table(conn, name)
+                    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(name))
+                                         ).fetchone()
+                    lines.append(f"{minutes}-minute table {info.describe()}; "
+                                 f"{count[0] if count else 0} rows")
+            return lines
+    except psycopg.OperationalError as e:
+        raise SinkUnavailable(str(e).strip().splitlines()[0]) from None
