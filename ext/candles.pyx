@@ -370,11 +370,12 @@ cdef class CandleKernel:
         cdef Py_ssize_t i = start
         with nogil:
             while i < end:
-                if self._free() < self.n_intervals:
-                    break
                 if rows[i].recv_ns > self.clock_ns:
                     self.clock_ns = rows[i].recv_ns
                 if self.clock_ns >= self._next_deadline and not self._sweep():
+                    break
+                # A tick emits at most one row per interval; never overwrite undrained rows.
+                if self._free() < self.n_intervals:
                     break
                 self._tick(rows + i)
                 i += 1

@@ -5,7 +5,7 @@ Writes the PGCOPY stream (signature, one tuple per :c:type:`CandleRecord`, trail
 flusher's staging table straight from the numpy array, with exact NUMERIC prices built from
 the integer units: no Python object per row.
 
-Staging columns, in order: ``seq int8, minutes int2, tradingsymbol text, dt_ist timestamp,
+Staging columns, in order: ``minutes int2, tradingsymbol text, dt_ist timestamp,
 dt_utc timestamptz, open numeric, high numeric, low numeric, close numeric, volume int8``.
 """
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -20,7 +20,7 @@ from feedengine.dtypes import RECORD_DTYPE
 cnp.import_array()
 
 cdef enum:
-    N_FIELDS = 10
+    N_FIELDS = 9
     # Upper bound of one encoded tuple: field count, 10 length words, fixed-size fields,
     # the symbol, and 4 NUMERICs of at most 8 header bytes + 6 base-10000 digits.
     MAX_TUPLE = 2 + N_FIELDS * 4 + 8 + 2 + SYMBOL_BYTES + 8 + 8 + 4 * (8 + 12) + 8
@@ -33,7 +33,7 @@ cdef int64_t PG_EPOCH_US = 946_684_800 * 1_000_000
 cdef int64_t IST_OFFSET_US = (5 * 3600 + 30 * 60) * 1_000_000
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
-STAGING_COLUMNS = ("seq", "minutes", "tradingsymbol", "dt_ist", "dt_utc", "open", "high", "low",
+STAGING_COLUMNS = ("minutes", "tradingsymbol", "dt_ist", "dt_utc", "open", "high", "low",
                    "close", "volume")
 
 
@@ -105,12 +105,8 @@ cdef uint8_t* put_numeric(uint8_t* p, int64_t units, int decimals) noexcept nogi
     return p
 
 
-def encode(cnp.ndarray records, int64_t first_seq=0):
-    """The PGCOPY stream of ``records`` (``RECORD_DTYPE``), as a ``bytearray``.
-
-    ``seq`` numbers the rows from ``first_seq`` so the merge can keep the latest version of
-    a candle that appears twice in one flush.
-    """
+def encode(cnp.ndarray records):
+    """The PGCOPY stream of ``records`` (``RECORD_DTYPE``), as a ``bytearray``."""
     if records.dtype != RECORD_DTYPE or not cnp.PyArray_IS_C_CONTIGUOUS(records):
         raise TypeError("records must be a contiguous RECORD_DTYPE array")
     cdef Py_ssize_t n = records.shape[0], i
@@ -130,8 +126,6 @@ def encode(cnp.ndarray records, int64_t first_seq=0):
         for i in range(n):
             r = rec + i
             p = put16(p, N_FIELDS)
-            p = put32(p, 8)
-            p = put64(p, <uint64_t>(first_seq + i))
             p = put32(p, 2)
             p = put16(p, <uint16_t>r.minutes)
             slen = symbol_length(r.symbol)

@@ -156,8 +156,9 @@ class CandleEngine:
 
     # --- checkpoints --------------------------------------------------------------------
 
-    def save_checkpoint(self, path: os.PathLike[str] | str,
-                        position: dict[str, str | int] | None = None) -> None:
+    def save_checkpoint(
+        self, path: os.PathLike[str] | str, position: dict[str, str | int] | None = None
+    ) -> None:
         """Write the kernel state and the source ``position`` atomically (fsync, rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,8 +176,9 @@ class CandleEngine:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def load_checkpoint(self, path: os.PathLike[str] | str,
-                        accept: Callable[[dict[str, str | int]], bool]) -> bool:
+    def load_checkpoint(
+        self, path: os.PathLike[str] | str, accept: Callable[[dict[str, str | int]], bool]
+    ) -> bool:
         """Resume candles from a checkpoint written by :meth:`save_checkpoint`.
 
         ``accept`` sees the source position stored with it and decides whether the
@@ -194,8 +196,11 @@ class CandleEngine:
             raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
         if int(state.pop("version", -1)) != CHECKPOINT_VERSION:
             raise ValueError(f"{path}: checkpoint version is not {CHECKPOINT_VERSION}")
-        position = {k[len("position_"):]: state.pop(k).item() for k in list(state)
-                    if k.startswith("position_")}
+        position = {
+            k[len("position_") :]: state.pop(k).item()
+            for k in list(state)
+            if k.startswith("position_")
+        }
         if not accept(position):
             return False
         self.kernel.restore(state)

@@ -18,7 +18,13 @@ from dotenv import load_dotenv
 from feedengine import __version__
 from feedengine.candles import CandleConfig, CandleEngine, parse_intervals
 from feedengine.config import Config, ConfigError
-from feedengine.database import PostgresSink, SchemaError, check_database, embedded_dsn
+from feedengine.database import (
+    PostgresSink,
+    SchemaError,
+    check_database,
+    embedded_dsn,
+    symbols_from_db,
+)
 from feedengine.flusher import FlusherError
 from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
@@ -44,37 +50,73 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m feedengine",
         description="Kite Connect ticks to OHLC candles in PostgreSQL.",
         epilog="Configuration comes from the environment and .env (see .env.example); "
-               "flags override it.",
+        "flags override it.",
     )
     src = p.add_argument_group("source")
-    src.add_argument("--replay", metavar="PATH", type=Path,
-                     help="replay a tick file instead of connecting to Kite")
-    src.add_argument("--speed", type=float, default=0.0, metavar="X",
-                     help="replay pace: 0 = as fast as possible (default), 1 = real time")
-    src.add_argument("--no-finalize", action="store_true",
-                     help="at the end of the replay leave the last candles open and "
-                          "checkpoint them, for a following replay that continues the day")
+    src.add_argument(
+        "--replay",
+        metavar="PATH",
+        type=Path,
+        help="replay a tick file instead of connecting to Kite",
+    )
+    src.add_argument(
+        "--speed",
+        type=float,
+        default=0.0,
+        metavar="X",
+        help="replay pace: 0 = as fast as possible (default), 1 = real time",
+    )
+    src.add_argument(
+        "--no-finalize",
+        action="store_true",
+        help="at the end of the replay leave the last candles open and "
+        "checkpoint them, for a following replay that continues the day",
+    )
     sel = p.add_argument_group("instruments")
-    sel.add_argument("--symbols", nargs="+", metavar="SYMBOL",
-                     help="instruments: EXCHANGE:SYMBOL or SYMBOL (NSE by default)")
-    sel.add_argument("--symbols-file", type=Path, metavar="PATH",
-                     help="instruments, one a line, # comments")
-    sel.add_argument("--symbols-from-db", action="store_true",
-                     help="instruments from SYMBOLS_QUERY (default: the symbols of the "
-                          "5-minute table)")
+    sel.add_argument(
+        "--symbols",
+        nargs="+",
+        metavar="SYMBOL",
+        help="instruments: EXCHANGE:SYMBOL or SYMBOL (NSE by default)",
+    )
+    sel.add_argument(
+        "--symbols-file", type=Path, metavar="PATH", help="instruments, one a line, # comments"
+    )
+    sel.add_argument(
+        "--symbols-from-db",
+        action="store_true",
+        help="instruments from SYMBOLS_QUERY (default: the symbols of the 5-minute table)",
+    )
     out = p.add_argument_group("candles")
-    out.add_argument("--intervals", metavar="LIST",
-                     help="candle intervals in minutes, e.g. 1,5,15 (CANDLE_INTERVALS)")
-    out.add_argument("--csv", metavar="PATH", type=Path,
-                     help="append candles to a CSV file instead of the database")
+    out.add_argument(
+        "--intervals",
+        metavar="LIST",
+        help="candle intervals in minutes, e.g. 1,5,15 (CANDLE_INTERVALS)",
+    )
+    out.add_argument(
+        "--csv",
+        metavar="PATH",
+        type=Path,
+        help="append candles to a CSV file instead of the database",
+    )
     ops = p.add_argument_group("checks and logging")
-    ops.add_argument("--test-database", action="store_true",
-                     help="connect to the database, check or create the candle tables, "
-                          "report and exit")
-    ops.add_argument("--env-file", type=Path, metavar="PATH", default=Path(".env"),
-                     help="read settings from this file (default .env)")
-    ops.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                     help="log verbosity (LOG_LEVEL, default INFO)")
+    ops.add_argument(
+        "--test-database",
+        action="store_true",
+        help="connect to the database, check or create the candle tables, report and exit",
+    )
+    ops.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        default=Path(".env"),
+        help="read settings from this file (default .env)",
+    )
+    ops.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity (LOG_LEVEL, default INFO)",
+    )
     p.add_argument("--version", action="version", version=f"feedengine {__version__}")
     return p
 
@@ -99,8 +141,9 @@ def read_symbols_file(path: Path) -> list[str]:
     return symbols
 
 
-def select_instruments(available: list[Instrument], wanted: list[str] | None,
-                       where: str) -> list[Instrument]:
+def select_instruments(
+    available: list[Instrument], wanted: list[str] | None, where: str
+) -> list[Instrument]:
     """The instruments named in ``wanted`` (all when None); every unknown one in one error."""
     if not wanted:
         return available
@@ -110,7 +153,8 @@ def select_instruments(available: list[Instrument], wanted: list[str] | None,
     for text in wanted:
         exchange, symbol = parse_symbol(text)
         inst = by_name.get((exchange, symbol)) or (
-            by_symbol.get(symbol) if ":" not in text else None)
+            by_symbol.get(symbol) if ":" not in text else None
+        )
         if inst is None:
             unknown.append(text)
         elif inst not in chosen:
@@ -129,8 +173,15 @@ def database_dsn(config: Config) -> str:
 
 
 def wanted_symbols(args: argparse.Namespace, config: Config, dsn: str | None) -> list[str] | None:
-    chosen = [n for n, v in (("--symbols", args.symbols), ("--symbols-file", args.symbols_file),
-                             ("--symbols-from-db", args.symbols_from_db)) if v]
+    chosen = [
+        n
+        for n, v in (
+            ("--symbols", args.symbols),
+            ("--symbols-file", args.symbols_file),
+            ("--symbols-from-db", args.symbols_from_db),
+        )
+        if v
+    ]
     if len(chosen) > 1:
         raise UsageError(f"give only one of {', '.join(chosen)}")
     if args.symbols:
@@ -138,8 +189,6 @@ def wanted_symbols(args: argparse.Namespace, config: Config, dsn: str | None) ->
     if args.symbols_file:
         return read_symbols_file(args.symbols_file)
     if args.symbols_from_db:
-        from feedengine.database import symbols_from_db
-
         if dsn is None:
             raise UsageError("--symbols-from-db needs the database (drop --csv)")
         try:
@@ -154,8 +203,9 @@ def install_signal_handlers(pipeline: Pipeline) -> None:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if pipeline.stop_event.is_set():
-            print("feedengine: forced exit; spilled candles stay in the spill file",
-                  file=sys.stderr)
+            print(
+                "feedengine: forced exit; spilled candles stay in the spill file", file=sys.stderr
+            )
             os._exit(EXIT_FORCED)
         log.info("received %s: stopping (again to force)", signal.Signals(signum).name)
         pipeline.stop()
@@ -183,8 +233,10 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.replay is None:
-        raise UsageError("nothing to do: give --replay PATH or --test-database (the live "
-                         "Kite feed is not available in this version)")
+        raise UsageError(
+            "nothing to do: give --replay PATH or --test-database (the live "
+            "Kite feed is not available in this version)"
+        )
     try:
         source = ReplaySource(args.replay, args.speed)
     except OSError as e:
@@ -193,12 +245,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--replay: {args.replay} lists no instruments in its header")
 
     dsn = None if args.csv else database_dsn(config)
-    instruments = select_instruments(source.instruments, wanted_symbols(args, config, dsn),
-                                     f"the header of {args.replay}")
+    instruments = select_instruments(
+        source.instruments, wanted_symbols(args, config, dsn), f"the header of {args.replay}"
+    )
     try:
-        engine = CandleEngine(instruments, CandleConfig(intervals=intervals,
-                                                        sessions=config.sessions or CandleConfig().sessions,
-                                                        grace_s=config.grace_s))
+        engine = CandleEngine(
+            instruments,
+            CandleConfig(
+                intervals=intervals,
+                sessions=config.sessions or CandleConfig().sessions,
+                grace_s=config.grace_s,
+            ),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     sink: Sink
@@ -220,8 +278,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
     try:
         return run(args)
     except UsageError as e:

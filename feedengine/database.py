@@ -7,6 +7,7 @@ Existing tables are used as they are: ``TIMESTAMP`` columns get the IST wall-clo
 start, ``TIMESTAMPTZ`` columns the instant.
 """
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -30,6 +31,9 @@ CONNECT_TIMEOUT_S = 5
 APPLICATION_NAME = "feedengine"
 STAGING = "feedengine_staging"
 REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
+#: After a flush whose plain INSERT met an existing candle, this many flushes of that table
+#: go straight to the upsert before the plain INSERT is tried again.
+UPSERT_STREAK = 16
 #: Largest volume each integer column type holds.
 _INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
 
@@ -38,9 +42,12 @@ class SchemaError(Exception):
     """An existing candle table that feedengine cannot write (missing or odd columns)."""
 
 
-def table_names(intervals: tuple[int, ...], template: str = DEFAULT_TABLE_TEMPLATE,
-                five_minute: str | None = None) -> dict[int, str]:
-    """Table per interval: ``template`` with ``{interval}``; ``five_minute`` names the 5-minute one."""
+def table_names(
+    intervals: tuple[int, ...],
+    template: str = DEFAULT_TABLE_TEMPLATE,
+    five_minute: str | None = None,
+) -> dict[int, str]:
+    """Table name per interval from ``template``; ``five_minute`` overrides the 5-minute one."""
     if "{interval}" not in template:
         raise ValueError(f"CANDLE_TABLE_TEMPLATE {template!r} must contain {{interval}}")
     names = {m: template.format(interval=m) for m in intervals}
@@ -68,16 +75,22 @@ class TableInfo:
         return self.datetime_type == "timestamp with time zone"
 
     def describe(self) -> str:
-        key = "unique key (tradingsymbol, datetime)" if self.has_key else (
-            "no unique key: written by delete-then-insert")
+        key = (
+            "unique key (tradingsymbol, datetime)"
+            if self.has_key
+            else ("no unique key: written by delete-then-insert")
+        )
         made = "created" if self.created else "found"
-        return f"{self.name}: {made}; datetime {self.datetime_type}, volume {self.volume_type}, {key}"
+        return (
+            f"{self.name}: {made}; datetime {self.datetime_type}, volume {self.volume_type}, {key}"
+        )
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
     """A connection for feedengine's use (explicit transactions)."""
-    return psycopg.connect(dsn, connect_timeout=CONNECT_TIMEOUT_S,
-                           application_name=APPLICATION_NAME)
+    return psycopg.connect(
+        dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME
+    )
 
 
 def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
@@ -85,24 +98,30 @@ def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (name,)).fetchall()
+        (name,),
+    ).fetchall()
     if not rows:
         return None
     columns = {str(n): str(t) for n, t in rows}
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
-        raise SchemaError(f"table {name} lacks column(s) {', '.join(missing)}; feedengine "
-                          f"writes {', '.join(REQUIRED_COLUMNS)}")
+        raise SchemaError(
+            f"table {name} lacks column(s) {', '.join(missing)}; feedengine "
+            f"writes {', '.join(REQUIRED_COLUMNS)}"
+        )
     dt = columns["datetime"]
     if dt not in ("timestamp without time zone", "timestamp with time zone"):
-        raise SchemaError(f"table {name}: column datetime is {dt}; expected TIMESTAMP or "
-                          "TIMESTAMPTZ")
+        raise SchemaError(
+            f"table {name}: column datetime is {dt}; expected TIMESTAMP or TIMESTAMPTZ"
+        )
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) "
         "AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND "
         "(SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
         " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
-        "= ARRAY['datetime', 'tradingsymbol'])", (name,)).fetchone()
+        "= ARRAY['datetime', 'tradingsymbol'])",
+        (name,),
+    ).fetchone()
     return TableInfo(name, dt, columns["volume"].split("(")[0], bool(row and row[0]))
 
 
@@ -111,22 +130,57 @@ def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
     info = inspect_table(conn, name)
     if info is not None:
         return info
-    conn.execute(sql.SQL(
-        "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
-        "tradingsymbol VARCHAR NOT NULL, open NUMERIC, high NUMERIC, low NUMERIC, "
-        "close NUMERIC, volume BIGINT, PRIMARY KEY (tradingsymbol, datetime))"
-    ).format(_ident(name)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
+            "tradingsymbol VARCHAR NOT NULL, open NUMERIC, high NUMERIC, low NUMERIC, "
+            "close NUMERIC, volume BIGINT, PRIMARY KEY (tradingsymbol, datetime))"
+        ).format(_ident(name))
+    )
     info = inspect_table(conn, name)
     assert info is not None
     return TableInfo(info.name, info.datetime_type, info.volume_type, info.has_key, created=True)
 
 
+def latest_per_candle(records: np.ndarray) -> np.ndarray:
+    """The last version of each candle in ``records``, ordered by (interval, symbol, time).
+
+    A flush may hold a candle twice (an in-progress snapshot and its final value); the
+    upsert must see it once. The order follows the tables' primary key, which makes the
+    server's index insertions sequential.
+    """
+    order = np.lexsort((records["bucket_start_ns"], records["symbol"], records["minutes"]))
+    rows = records[order]
+    same_as_next = (
+        (rows["minutes"][:-1] == rows["minutes"][1:])
+        & (rows["symbol"][:-1] == rows["symbol"][1:])
+        & (rows["bucket_start_ns"][:-1] == rows["bucket_start_ns"][1:])
+    )
+    return rows[np.append(~same_as_next, True)] if len(rows) else rows
+
+
+def insert_statement(info: TableInfo) -> sql.Composed:
+    """Plain INSERT of the staging rows of one interval (``%s``): the fast path."""
+    return sql.SQL(
+        "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
+        "SELECT {dt}, tradingsymbol, open, high, low, close, volume FROM {staging} "
+        "WHERE minutes = %s"
+    ).format(
+        t=_ident(info.name),
+        dt=sql.Identifier("dt_utc" if info.stores_instant else "dt_ist"),
+        staging=sql.Identifier(STAGING),
+    )
+
+
 def merge_statement(info: TableInfo) -> sql.Composed:
-    """SQL merging the staging rows of one interval (``%s``) into ``info``'s table."""
+    """SQL merging the staging rows of one interval (``%s``) into ``info``'s table.
+
+    The staging rows hold each candle once (:func:`latest_per_candle`).
+    """
     dt = sql.Identifier("dt_utc" if info.stores_instant else "dt_ist")
     latest = sql.SQL(
-        "SELECT DISTINCT ON (tradingsymbol, {dt}) {dt} AS dt, tradingsymbol, open, high, low, "
-        "close, volume FROM {staging} WHERE minutes = %s ORDER BY tradingsymbol, {dt}, seq DESC"
+        "SELECT {dt} AS dt, tradingsymbol, open, high, low, close, volume FROM {staging} "
+        "WHERE minutes = %s"
     ).format(dt=dt, staging=sql.Identifier(STAGING))
     table = _ident(info.name)
     if info.has_key:
@@ -146,12 +200,13 @@ def merge_statement(info: TableInfo) -> sql.Composed:
 
 
 STAGING_DDL = sql.SQL(
-    "CREATE TEMP TABLE IF NOT EXISTS {} (seq int8, minutes int2, tradingsymbol text, "
+    "CREATE TEMP TABLE IF NOT EXISTS {} (minutes int2, tradingsymbol text, "
     "dt_ist timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, "
     "close numeric, volume int8) ON COMMIT DELETE ROWS"
 ).format(sql.Identifier(STAGING))
 COPY_STAGING = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.STAGING_COLUMNS)))
+    sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.STAGING_COLUMNS))
+)
 
 
 class PostgresSink:
@@ -179,13 +234,14 @@ class PostgresSink:
         self.info: dict[int, TableInfo] = {}
         self._conn: psycopg.Connection[Any] | None = None
         self._merges: dict[int, sql.Composed] = {}
+        self._inserts: dict[int, sql.Composed] = {}
+        self._upsert_only: dict[int, int] = {}
 
     def open(self, intervals: tuple[int, ...]) -> None:
         try:
             self._connection()
         except SinkUnavailable as e:
-            log.error("database unavailable at start (%s); candles will be spilled and "
-                      "retried", e)
+            log.error("database unavailable at start (%s); candles will be spilled and retried", e)
 
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is not None and not self._conn.closed:
@@ -199,6 +255,8 @@ class PostgresSink:
                         log.info("candle table %s", info.describe())
                     self.info[minutes] = info
                     self._merges[minutes] = merge_statement(info)
+                    if info.has_key:
+                        self._inserts[minutes] = insert_statement(info)
                 conn.execute(STAGING_DDL)
         except psycopg.OperationalError as e:
             raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
@@ -218,20 +276,21 @@ class PostgresSink:
                 raise SinkDataError(
                     f"volume {volume} of {symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
                     f"does not fit column {info.name}.volume ({info.volume_type}); "
-                    f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT")
+                    f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT"
+                )
 
     def write(self, records: np.ndarray) -> None:
         if not len(records):
             return
         conn = self._connection()
         self._check_volumes(records)
-        data = _pgcopy.encode(np.ascontiguousarray(records))
+        data = _pgcopy.encode(latest_per_candle(records))
         try:
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(COPY_STAGING) as copy:
                     copy.write(data)
                 for minutes in np.unique(records["minutes"]).tolist():
-                    cur.execute(self._merges[minutes], (minutes,))
+                    self._merge(conn, cur, minutes)
         except psycopg.OperationalError as e:
             self._drop()
             raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
@@ -242,12 +301,31 @@ class PostgresSink:
             self._drop()
             raise SinkDataError(str(e).strip()) from e
 
+    def _merge(self, conn: psycopg.Connection[Any], cur: psycopg.Cursor[Any], minutes: int) -> None:
+        """Merge one interval's staging rows into its table.
+
+        Most flushes carry only new candles, and a plain INSERT costs the server about a
+        third less than the upsert's speculative insertion. So it is tried first, inside a
+        savepoint; if a candle already exists, the savepoint is rolled back and the
+        ``INSERT … ON CONFLICT DO UPDATE`` runs instead, and keeps running for the next
+        :data:`UPSERT_STREAK` flushes of that table.
+        """
+        insert = self._inserts.get(minutes)
+        streak = self._upsert_only.get(minutes, 0)
+        if insert is not None and streak == 0:
+            try:
+                with conn.transaction():
+                    cur.execute(insert, (minutes,))
+                return
+            except psycopg.errors.UniqueViolation:
+                streak = UPSERT_STREAK + 1
+        self._upsert_only[minutes] = max(streak - 1, 0)
+        cur.execute(self._merges[minutes], (minutes,))
+
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error):
                 self._conn.close()
-            except psycopg.Error:
-                pass
             self._conn = None
 
     def close(self) -> None:
@@ -308,10 +386,12 @@ def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
             with conn.transaction():
                 for minutes, name in tables.items():
                     info = ensure_table(conn, name)
-                    count = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(name))
-                                         ).fetchone()
-                    lines.append(f"{minutes}-minute table {info.describe()}; "
-                                 f"{count[0] if count else 0} rows")
+                    count = conn.execute(
+                        sql.SQL("SELECT count(*) FROM {}").format(_ident(name))
+                    ).fetchone()
+                    lines.append(
+                        f"{minutes}-minute table {info.describe()}; {count[0] if count else 0} rows"
+                    )
             return lines
     except psycopg.OperationalError as e:
         raise SinkUnavailable(str(e).strip().splitlines()[0]) from None

@@ -62,13 +62,17 @@ class Summary:
             f"throughput         {self.ticks_per_s:,.0f} ticks/s",
         ]
         if any(self.faults.values()):
-            out.append("malformed messages " + ", ".join(
-                f"{k.lower()} {v}" for k, v in self.faults.items() if v))
+            out.append(
+                "malformed messages "
+                + ", ".join(f"{k.lower()} {v}" for k, v in self.faults.items() if v)
+            )
         if not self.finished:
             out.append("stopped early      open candles written as in progress and checkpointed")
         if self.spilled:
-            out.append(f"NOT WRITTEN        {self.spilled:,} candle rows remain in the spill "
-                       "file; they are written first on the next run")
+            out.append(
+                f"NOT WRITTEN        {self.spilled:,} candle rows remain in the spill "
+                "file; they are written first on the next run"
+            )
         return out
 
 
@@ -89,8 +93,14 @@ class Pipeline:
         First retry delay after a failed write (doubles up to 30 s).
     """
 
-    def __init__(self, engine: CandleEngine, sink: Sink, checkpoint: Path | None = None,
-                 spill: SpillFile | None = None, retry_first_s: float = RETRY_FIRST_S) -> None:
+    def __init__(
+        self,
+        engine: CandleEngine,
+        sink: Sink,
+        checkpoint: Path | None = None,
+        spill: SpillFile | None = None,
+        retry_first_s: float = RETRY_FIRST_S,
+    ) -> None:
         self.engine = engine
         self.retry_first_s = retry_first_s
         self.sink = sink
@@ -106,8 +116,14 @@ class Pipeline:
         """Ask :meth:`run` to stop after the current batch (thread- and signal-safe)."""
         self.stop_event.set()
 
-    def run(self, source: Source, *, live: bool = False, finalize: bool = True,
-            clock: Callable[[], int] = time.time_ns) -> Summary:
+    def run(
+        self,
+        source: Source,
+        *,
+        live: bool = False,
+        finalize: bool = True,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> Summary:
         """Process ``source`` until it ends or :meth:`stop` is called.
 
         A replay that reaches its end finalizes every open candle (unless ``finalize`` is
@@ -117,15 +133,19 @@ class Pipeline:
         """
         engine = self.engine
         self.sink.open(engine.intervals)
-        flusher = self.flusher = Flusher(engine.kernel, engine.resolve, self.sink,
-                                         engine.intervals, spill=self.spill,
-                                         retry_first_s=self.retry_first_s)
+        flusher = self.flusher = Flusher(
+            engine.kernel,
+            engine.resolve,
+            self.sink,
+            engine.intervals,
+            spill=self.spill,
+            retry_first_s=self.retry_first_s,
+        )
         if self.checkpoint is not None and self.checkpoint.exists():
             if engine.load_checkpoint(self.checkpoint, source.resume):
                 log.info("resumed open candles from checkpoint %s", self.checkpoint)
             else:
-                log.info("checkpoint %s belongs to another run; starting afresh",
-                         self.checkpoint)
+                log.info("checkpoint %s belongs to another run; starting afresh", self.checkpoint)
         flusher.start()
         started = time.perf_counter()
         ended = False
@@ -168,9 +188,17 @@ class Pipeline:
         before = self._faults.copy()
         rec, n = 0, len(batch)
         while rec < n:
-            rec, end = _wire.decode_records(batch.buf, batch.offsets, batch.lengths,
-                                            batch.recv_ns, rec, self._ticks, 0, self._faults,
-                                            first_bad)
+            rec, end = _wire.decode_records(
+                batch.buf,
+                batch.offsets,
+                batch.lengths,
+                batch.recv_ns,
+                rec,
+                self._ticks,
+                0,
+                self._faults,
+                first_bad,
+            )
             self.engine.process(self._ticks[:end], flusher.wait_for_space)
             self.summary.ticks += end
             if self.engine.kernel.pending >= flusher.batch_rows:
@@ -178,6 +206,10 @@ class Pipeline:
         self.summary.messages += n
         if first_bad[0] >= 0:
             new = {Fault(i).name: int(v) for i, v in enumerate(self._faults - before) if v}
-            log.warning("malformed Kite messages in this batch (%s); first received at %d ns; "
-                        "their good packets were kept", new, int(batch.recv_ns[first_bad[0]]))
+            log.warning(
+                "malformed Kite messages in this batch (%s); first received at %d ns; "
+                "their good packets were kept",
+                new,
+                int(batch.recv_ns[first_bad[0]]),
+            )
         flusher.check()

@@ -295,3 +295,28 @@ def test_bad_configuration_is_refused():
         _candles.CandleKernel([1], [0], [10], [0])
     with pytest.raises(ValueError, match="close after"):
         _candles.CandleKernel([1], [10], [10], [1])
+
+
+def test_ring_never_overwritten_when_the_clock_sweep_fills_it():
+    # Found by hypothesis: the clock sweep used ring space the next tick then overran.
+    a, b, c, d = ((i << 8) | 1 for i in range(1, 5))
+    sessions = sessions_of([a, b, c, d])
+    k = _candles.CandleKernel(
+        list(sessions),
+        [s[0] for s in sessions.values()],
+        [s[1] for s in sessions.values()],
+        [1, 5],
+        ring_capacity=4,
+    )
+    assert k.capacity == 4
+    ticks = np.array(
+        [tick(at(9, 18), 1, tok=t) for t in (b, c, d)]
+        + [tick(at(9, 19), 2, tok=a), tick(at(9, 20, 1), 3, tok=a)],
+        KTICK_DTYPE,
+    )
+    # At 09:20:01 the sweep closes three 1-minute candles (3 of 4 slots); the last tick then
+    # closes two candles of A, which must wait for the flusher.
+    assert k.process(ticks) == 4 and k.pending == 3
+    out = np.zeros(8, CANDLE_ROW_DTYPE)
+    assert k.drain(out) == 3
+    assert k.process(ticks, 4) == 5 and k.pending == 2

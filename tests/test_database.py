@@ -21,6 +21,7 @@ from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink, SinkDataError, SinkUnavailable
 from feedengine.spill import SpillFile
+from feedengine.tickfile import TickReader, TickWriter
 
 INTERVALS = (1, 5, 15)
 
@@ -32,8 +33,9 @@ def day_file(tmp_path_factory):
     return path
 
 
-def run_replay(path, sink, *, spill=None, checkpoint=None, finalize=True, stop_after=None,
-               intervals=INTERVALS):
+def run_replay(
+    path, sink, *, spill=None, checkpoint=None, finalize=True, stop_after=None, intervals=INTERVALS
+):
     source = ReplaySource(path)
     engine = CandleEngine(source.instruments, CandleConfig(intervals=intervals, ring_rows=256))
     pipeline = Pipeline(engine, sink, checkpoint=checkpoint, spill=spill)
@@ -52,16 +54,18 @@ def run_replay(path, sink, *, spill=None, checkpoint=None, finalize=True, stop_a
 
 def table_rows(pg, name):
     return pg.execute(
-        f'SELECT datetime::text, tradingsymbol, open::text, high::text, low::text, '
-        f'close::text, volume FROM "{name}" ORDER BY 2, 1').fetchall()
+        f"SELECT datetime::text, tradingsymbol, open::text, high::text, low::text, "
+        f'close::text, volume FROM "{name}" ORDER BY 2, 1'
+    ).fetchall()
 
 
 def memory_rows(sink, minutes):
     out = []
     for (m, symbol, start), (o, h, lo, c, v) in sink.candles.items():
         if m == minutes:
-            out.append((start.strftime("%Y-%m-%d %H:%M:%S"), symbol, str(o), str(h), str(lo),
-                        str(c), v))
+            out.append(
+                (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, str(o), str(h), str(lo), str(c), v)
+            )
     return sorted(out, key=lambda r: (r[1], r[0]))
 
 
@@ -92,16 +96,18 @@ def test_replaying_twice_is_idempotent(pg, pg_dsn, table_prefix, day_file):
     assert {m: table_rows(pg, n) for m, n in tables.items()} == first
 
 
-@pytest.mark.parametrize("ddl", [
-    "datetime TIMESTAMP, tradingsymbol VARCHAR(40), open NUMERIC, high NUMERIC, low NUMERIC, "
-    "close NUMERIC, volume INTEGER, UNIQUE (tradingsymbol, datetime)",
-    "datetime TIMESTAMPTZ, tradingsymbol TEXT, open NUMERIC(12,2), high NUMERIC, "
-    "low NUMERIC, close NUMERIC, volume BIGINT, PRIMARY KEY (datetime, tradingsymbol)",
-    "id SERIAL, datetime TIMESTAMP, tradingsymbol TEXT, open NUMERIC, high NUMERIC, "
-    "low NUMERIC, close NUMERIC, volume BIGINT",
-])
-def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file, expected,
-                                              ddl):
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "datetime TIMESTAMP, tradingsymbol VARCHAR(40), open NUMERIC, high NUMERIC, low NUMERIC, "
+        "close NUMERIC, volume INTEGER, UNIQUE (tradingsymbol, datetime)",
+        "datetime TIMESTAMPTZ, tradingsymbol TEXT, open NUMERIC(12,2), high NUMERIC, "
+        "low NUMERIC, close NUMERIC, volume BIGINT, PRIMARY KEY (datetime, tradingsymbol)",
+        "id SERIAL, datetime TIMESTAMP, tradingsymbol TEXT, open NUMERIC, high NUMERIC, "
+        "low NUMERIC, close NUMERIC, volume BIGINT",
+    ],
+)
+def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file, expected, ddl):
     tables = table_names((5,), table_prefix)
     pg.execute(f'CREATE TABLE "{tables[5]}" ({ddl})')
     for _ in range(2):  # twice: a table without a key must still hold each candle once
@@ -109,32 +115,41 @@ def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file
         assert summary.spilled == 0
     pg.execute("SET TIME ZONE 'Asia/Kolkata'")
     got = pg.execute(
-        f'SELECT to_char(datetime, \'YYYY-MM-DD HH24:MI:SS\'), tradingsymbol, open::text, '
+        f"SELECT to_char(datetime, 'YYYY-MM-DD HH24:MI:SS'), tradingsymbol, open::text, "
         f'high::text, low::text, close::text, volume FROM "{tables[5]}" ORDER BY 2, 1'
     ).fetchall()
     want = memory_rows(expected, 5)
     if "NUMERIC(12,2)" in ddl:  # the column rounds to 2 places; CDS prices lose digits
-        want = [(*r[:2], str(Decimal(r[2]).quantize(Decimal("0.01"), ROUND_HALF_UP)), *r[3:]) for r in want]
+        want = [
+            (*r[:2], str(Decimal(r[2]).quantize(Decimal("0.01"), ROUND_HALF_UP)), *r[3:])
+            for r in want
+        ]
     assert got == want
 
 
 def test_integer_volume_overflow_names_the_row(pg, pg_dsn, table_prefix, tmp_path):
     tables = table_names((5,), table_prefix)
-    pg.execute(f'CREATE TABLE "{tables[5]}" (datetime TIMESTAMP, tradingsymbol TEXT, '
-               'open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC, volume INTEGER, '
-               'PRIMARY KEY (tradingsymbol, datetime))')
+    pg.execute(
+        f'CREATE TABLE "{tables[5]}" (datetime TIMESTAMP, tradingsymbol TEXT, '
+        "open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC, volume INTEGER, "
+        "PRIMARY KEY (tradingsymbol, datetime))"
+    )
     sink = PostgresSink(pg_dsn, tables)
     sink.open((5,))
     rec = np.zeros(1, RECORD_DTYPE)
     rec[0] = (1_705_290_300 * 10**9, 2**31, 100, 100, 100, 100, 5, 2, 1, b"RELIANCE")
-    with pytest.raises(SinkDataError, match=r"volume 2147483648 of RELIANCE 5-minute candle "
-                                            r"at 2024-01-15 09:15 does not fit"):
+    with pytest.raises(
+        SinkDataError,
+        match=r"volume 2147483648 of RELIANCE 5-minute candle "
+        r"at 2024-01-15 09:15 does not fit",
+    ):
         sink.write(rec)
     sink.close()
 
 
-def test_database_down_spills_then_drains_in_order(pg, pg_dsn, table_prefix, day_file,
-                                                   expected, tmp_path):
+def test_database_down_spills_then_drains_in_order(
+    pg, pg_dsn, table_prefix, day_file, expected, tmp_path
+):
     tables = table_names(INTERVALS, table_prefix)
     sink = PostgresSink(pg_dsn, tables)
     state = {"writes": 0}
@@ -143,8 +158,10 @@ def test_database_down_spills_then_drains_in_order(pg, pg_dsn, table_prefix, day
     def flaky_write(records):
         state["writes"] += 1
         if state["writes"] % 3 == 0:  # every third flush: the server kills our session
-            pg.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                       "WHERE application_name = 'feedengine' AND pid <> pg_backend_pid()")
+            pg.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'feedengine' AND pid <> pg_backend_pid()"
+            )
         real_write(records)
 
     sink.write = flaky_write
@@ -159,19 +176,27 @@ def test_database_down_spills_then_drains_in_order(pg, pg_dsn, table_prefix, day
         assert table_rows(pg, name) == memory_rows(expected, minutes)
 
 
-records = st.lists(st.tuples(
-    st.integers(0, 2**31) .map(lambda s: s * 10**9), st.integers(0, 2**62),
-    *(st.integers(-(2**31), 2**31 - 1) for _ in range(4)), st.sampled_from([1, 5, 75]),
-    st.sampled_from([0, 2, 4, 7]), st.integers(0, 1),
-    st.text(st.characters(exclude_characters="\x00"), max_size=12).map(str.encode)),
-    max_size=30)
+records = st.lists(
+    st.tuples(
+        st.integers(0, 2**31).map(lambda s: s * 10**9),
+        st.integers(0, 2**62),
+        *(st.integers(-(2**31), 2**31 - 1) for _ in range(4)),
+        st.sampled_from([1, 5, 75]),
+        st.sampled_from([0, 2, 4, 7]),
+        st.integers(0, 1),
+        st.text(
+            st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12
+        ).map(str.encode),
+    ),
+    max_size=30,
+)
 
 
 @settings(max_examples=200, deadline=None)
-@given(records, st.integers(0, 1000))
-def test_encoder_equals_reference(rows, first_seq):
+@given(records)
+def test_encoder_equals_reference(rows):
     arr = np.array(rows, RECORD_DTYPE)
-    assert bytes(_pgcopy.encode(arr, first_seq)) == ref_pgcopy.encode(arr, first_seq)
+    assert bytes(_pgcopy.encode(arr)) == ref_pgcopy.encode(arr)
 
 
 def test_sink_unavailable_when_server_is_unreachable():
@@ -188,12 +213,12 @@ def test_check_database_reports_tables(pg_dsn, table_prefix):
     assert "found" in check_database(pg_dsn, table_names((1,), table_prefix))[1]
 
 
-def test_stop_and_restart_give_the_same_rows(pg, pg_dsn, table_prefix, day_file, expected,
-                                             tmp_path):
+def test_stop_and_restart_give_the_same_rows(
+    pg, pg_dsn, table_prefix, day_file, expected, tmp_path
+):
     tables = table_names(INTERVALS, table_prefix)
     checkpoint = tmp_path / "checkpoint.npz"
-    first = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint,
-                       stop_after=3)
+    first = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint, stop_after=3)
     assert not first.finished and checkpoint.exists()
     second = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint)
     assert second.finished and not checkpoint.exists()
@@ -201,10 +226,9 @@ def test_stop_and_restart_give_the_same_rows(pg, pg_dsn, table_prefix, day_file,
         assert table_rows(pg, name) == memory_rows(expected, minutes)
 
 
-def test_replay_in_two_files_continues_the_day(pg, pg_dsn, table_prefix, day_file, expected,
-                                               tmp_path):
-    from feedengine.tickfile import TickReader, TickWriter
-
+def test_replay_in_two_files_continues_the_day(
+    pg, pg_dsn, table_prefix, day_file, expected, tmp_path
+):
     reader = TickReader(day_file)
     messages = list(reader.messages())
     half = len(messages) // 2
@@ -223,27 +247,49 @@ def test_replay_in_two_files_continues_the_day(pg, pg_dsn, table_prefix, day_fil
         assert table_rows(pg, name) == memory_rows(expected, minutes)
 
 
-def test_cli_test_database_and_replay_into_postgres(pg, pg_dsn, table_prefix, day_file,
-                                                   expected, tmp_path):
-    env = {"PG_CONN_STR": pg_dsn, "CANDLE_TABLE_TEMPLATE": table_prefix,
-           "FEEDENGINE_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"}
-    check = subprocess.run([sys.executable, "-m", "feedengine", "--test-database"], env=env,
-                           capture_output=True, text=True, check=False)
+def test_cli_test_database_and_replay_into_postgres(
+    pg, pg_dsn, table_prefix, day_file, expected, tmp_path
+):
+    env = {
+        "PG_CONN_STR": pg_dsn,
+        "CANDLE_TABLE_TEMPLATE": table_prefix,
+        "FEEDENGINE_HOME": str(tmp_path / "home"),
+        "PATH": "/usr/bin:/bin",
+    }
+    check = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--test-database"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert check.returncode == 0, check.stderr
     assert "connected: PostgreSQL" in check.stdout
-    run = subprocess.run([sys.executable, "-m", "feedengine", "--replay", str(day_file)],
-                         env=env, capture_output=True, text=True, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--replay", str(day_file)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert table_rows(pg, table_prefix.format(interval=5)) == memory_rows(expected, 5)
-    bad = subprocess.run([sys.executable, "-m", "feedengine", "--test-database"],
-                         env={**env, "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/x"},
-                         capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--test-database"],
+        env={**env, "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/x"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-    empty = subprocess.run([sys.executable, "-m", "feedengine", "--replay", str(day_file),
-                            "--symbols-from-db"],
-                           env={**env, "SYMBOLS_QUERY": "SELECT 'x' WHERE false"},
-                           capture_output=True, text=True, check=False)
+    empty = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--replay", str(day_file), "--symbols-from-db"],
+        env={**env, "SYMBOLS_QUERY": "SELECT 'x' WHERE false"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert empty.returncode == 2 and "returned no symbols" in empty.stderr
 
 

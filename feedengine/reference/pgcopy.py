@@ -23,31 +23,35 @@ def numeric(value: Decimal, dscale: int) -> bytes:
     frac = frac.rjust(frac_len, "0")
     whole = whole.rjust((len(whole) + 3) // 4 * 4, "0") if whole else ""
     frac = frac.ljust((len(frac) + 3) // 4 * 4, "0")
-    groups = [int(whole[i:i + 4]) for i in range(0, len(whole), 4)]
+    groups = [int(whole[i : i + 4]) for i in range(0, len(whole), 4)]
     weight = len(groups) - 1
-    groups += [int(frac[i:i + 4]) for i in range(0, len(frac), 4)]
+    groups += [int(frac[i : i + 4]) for i in range(0, len(frac), 4)]
     while groups and groups[0] == 0:
         groups.pop(0)
         weight -= 1
     while groups and groups[-1] == 0:
         groups.pop()
-    return struct.pack(f">hhHh{len(groups)}H", len(groups), weight, 0x4000 if sign else 0,
-                       dscale, *groups)
+    return struct.pack(
+        f">hhHh{len(groups)}H", len(groups), weight, 0x4000 if sign else 0, dscale, *groups
+    )
 
 
 def _field(data: bytes) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-def encode(records: np.ndarray, first_seq: int = 0) -> bytes:
+def encode(records: np.ndarray) -> bytes:
     """The PGCOPY stream of ``RECORD_DTYPE`` records for the staging table."""
     out = [b"PGCOPY\n\xff\r\n\x00", struct.pack(">ii", 0, 0)]
-    for i, r in enumerate(records.tolist()):
+    for r in records.tolist():
         start_ns, volume, o, h, lo, c, minutes, decimals, _final, symbol = r
         utc_us = start_ns // 1000 - PG_EPOCH_US
-        fields = [struct.pack(">q", first_seq + i), struct.pack(">h", minutes),
-                  symbol.rstrip(b"\x00"), struct.pack(">q", utc_us + IST_OFFSET_US),
-                  struct.pack(">q", utc_us)]
+        fields = [
+            struct.pack(">h", minutes),
+            symbol.rstrip(b"\x00"),
+            struct.pack(">q", utc_us + IST_OFFSET_US),
+            struct.pack(">q", utc_us),
+        ]
         fields += [numeric(Decimal(p).scaleb(-decimals), decimals) for p in (o, h, lo, c)]
         fields.append(struct.pack(">q", volume))
         out.append(struct.pack(">h", len(fields)) + b"".join(map(_field, fields)))

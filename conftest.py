@@ -1,4 +1,5 @@
-"""Shared fixtures: a real PostgreSQL (the configured one, else an embedded server)."""
+"""Fixtures shared by tests and benchmarks: a real PostgreSQL (the configured one, else
+an embedded server)."""
 
 import os
 import uuid
@@ -32,7 +33,8 @@ def table_prefix(pg):
     """A unique table-name template for one test; its tables are dropped afterwards."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     yield prefix + "_{interval}min"
-    rows = pg.execute("SELECT tablename FROM pg_tables WHERE tablename LIKE %s",
-                      (prefix + "%",)).fetchall()
+    rows = pg.execute(
+        "SELECT tablename FROM pg_tables WHERE tablename LIKE %s", (prefix + "%",)
+    ).fetchall()
     for (name,) in rows:
         pg.execute(f'DROP TABLE IF EXISTS "{name}"')

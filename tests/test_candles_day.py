@@ -1,0 +1,159 @@
+"""A simulated trading day: the kernel against pandas, and the invariants every day keeps."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from feedengine import _wire
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
+from feedengine.instruments import Instrument
+from feedengine.sessions import (
+    DEFAULT_SESSIONS,
+    IST_OFFSET_NS,
+    NS_PER_DAY,
+    NS_PER_MIN,
+    NS_PER_S,
+    exchange_for,
+)
+from feedengine.simulator import SimConfig, simulate
+from feedengine.tickfile import TickReader
+
+INTERVALS = (1, 5, 15)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    """(instruments, decoded lean ticks, kernel candle rows) of a simulated day."""
+    path = tmp_path_factory.mktemp("day") / "day.ticks"
+    simulate(path, SimConfig(instruments=60, ticks=60_000, seed=21))
+    reader = TickReader(path)
+    instruments = [Instrument.from_dict(d) for d in reader.instruments]
+    parts = []
+    buf = np.empty(1 << 16, KTICK_DTYPE)
+    faults = np.zeros(_wire.NUM_FAULTS, np.int64)
+    for b in reader.batches():
+        rec = 0
+        while rec < len(b):
+            rec, end = _wire.decode_records(
+                b.buf,
+                b.offsets,
+                b.lengths,
+                b.recv_ns,
+                rec,
+                buf,
+                0,
+                faults,
+                np.full(1, -1, np.int64),
+            )
+            parts.append(buf[:end].copy())
+    ticks = np.concatenate(parts)
+    assert not faults.any()
+    engine = CandleEngine(instruments, CandleConfig(intervals=INTERVALS))
+    rows = []
+    out = np.empty(engine.kernel.capacity, CANDLE_ROW_DTYPE)
+    i = 0
+    while i < len(ticks):
+        i = engine.kernel.process(ticks, i)
+        rows.append(out[: engine.kernel.drain(out)].copy())
+    while not engine.kernel.finalize():
+        rows.append(out[: engine.kernel.drain(out)].copy())
+    rows.append(out[: engine.kernel.drain(out)].copy())
+    return instruments, ticks, np.concatenate(rows), engine
+
+
+def candles_frame(instruments, rows):
+    tokens = np.array([i.instrument_token for i in instruments])
+    df = pd.DataFrame(
+        {
+            "token": tokens[rows["slot"]],
+            "minutes": np.array(INTERVALS)[rows["interval"]],
+            "bucket": rows["bucket_start_ns"],
+            "open": rows["open"],
+            "high": rows["high"],
+            "low": rows["low"],
+            "close": rows["close"],
+            "volume": rows["volume"],
+        }
+    )
+    return df.set_index(["token", "minutes", "bucket"]).sort_index()
+
+
+def pandas_candles(instruments, ticks):
+    """SPEC section 4 for an orderly day (no late ticks, no volume resets), in pandas."""
+    sessions = {
+        i.instrument_token: DEFAULT_SESSIONS[exchange_for(i.segment, i.exchange)]
+        for i in instruments
+    }
+    df = pd.DataFrame({k: ticks[k] for k in KTICK_DTYPE.names})
+    use_ets = df.packet_length.isin([32, 184]) & (df.exchange_timestamp != 0)
+    df["t"] = np.where(use_ets, df.exchange_timestamp.astype(np.int64) * NS_PER_S, df.recv_ns)
+    midnight = (df.t + IST_OFFSET_NS) // NS_PER_DAY * NS_PER_DAY - IST_OFFSET_NS
+    df["open_ns"] = midnight + df.instrument_token.map(lambda t: sessions[t].open_s) * NS_PER_S
+    close_ns = midnight + df.instrument_token.map(lambda t: sessions[t].close_s) * NS_PER_S
+    df["seq"] = np.arange(len(df))
+    pre = df[df.t < df.open_ns]
+    ltt_day = (pre.last_trade_time.astype(np.int64) * NS_PER_S + IST_OFFSET_NS) // NS_PER_DAY
+    t_day = (pre.t + IST_OFFSET_NS) // NS_PER_DAY
+    auction = pre[(pre.packet_length == 184) & (pre.last_trade_time != 0) & (ltt_day == t_day)]
+    preopen_price = auction.groupby("instrument_token").last_price.last()
+    pre_volume = pre[pre.has_volume == 1].groupby("instrument_token").volume_traded.last()
+    live = df[(df.t >= df.open_ns) & (df.t < close_ns)]
+    frames = []
+    for minutes in INTERVALS:
+        length = minutes * NS_PER_MIN
+        g = live.assign(bucket=live.open_ns + (live.t - live.open_ns) // length * length)
+        agg = g.groupby(["instrument_token", "bucket"]).agg(
+            open=("last_price", "first"),
+            high=("last_price", "max"),
+            low=("last_price", "min"),
+            close=("last_price", "last"),
+        )
+        vol = (
+            g[g.has_volume == 1]
+            .groupby(["instrument_token", "bucket"])
+            .volume_traded.agg(["first", "last"])
+        )
+        agg = agg.join(vol)
+        first_bucket = agg.groupby(level=0).head(1).index
+        for tok, bucket in first_bucket:
+            if tok in preopen_price.index:
+                p = preopen_price[tok]
+                agg.loc[(tok, bucket), "open"] = p
+                agg.loc[(tok, bucket), "high"] = max(agg.loc[(tok, bucket), "high"], p)
+                agg.loc[(tok, bucket), "low"] = min(agg.loc[(tok, bucket), "low"], p)
+        # Baseline: the previous candle's last volume; for the first, the pre-open volume or
+        # the first tick's own.
+        prev_last = agg["last"].groupby(level=0).transform(lambda s: s.ffill().shift())
+        start = agg.index.get_level_values(0).map(pre_volume).to_numpy(dtype=float)
+        base = prev_last.fillna(pd.Series(start, index=agg.index)).fillna(agg["first"])
+        agg["volume"] = (agg["last"] - base).fillna(0).astype(np.int64)
+        agg = agg.drop(columns=["first", "last"]).reset_index()
+        agg["minutes"] = minutes
+        frames.append(agg.rename(columns={"instrument_token": "token"}))
+    out = pd.concat(frames).set_index(["token", "minutes", "bucket"]).sort_index()
+    return out[["open", "high", "low", "close", "volume"]].astype(np.int64)
+
+
+def test_kernel_equals_pandas_on_a_simulated_day(day):
+    instruments, ticks, rows, engine = day
+    assert engine.kernel.late.sum() == 0  # the simulator's latency stays within the grace
+    got = candles_frame(instruments, rows).astype(np.int64)
+    want = pandas_candles(instruments, ticks)
+    pd.testing.assert_frame_equal(got, want, check_index_type=False)
+
+
+def test_candle_invariants(day):
+    instruments, ticks, rows, _ = day
+    assert (rows["final"] == 1).all()
+    assert (rows["low"] <= rows["open"]).all() and (rows["open"] <= rows["high"]).all()
+    assert (rows["low"] <= rows["close"]).all() and (rows["close"] <= rows["high"]).all()
+    df = candles_frame(instruments, rows)
+    keys = list(zip(df.index.get_level_values(0), df.index.get_level_values(2), strict=True))
+    assert len(set(keys)) * len(INTERVALS) >= len(keys)  # one row per bucket and interval
+    # Every interval's volumes add up to the same day's traded volume per instrument.
+    per_interval = df.groupby(level=[0, 1]).volume.sum().unstack()
+    assert (per_interval.nunique(axis=1) == 1).all()
+    vol = ticks[ticks["has_volume"] == 1]
+    last = pd.Series(vol["volume_traded"]).groupby(vol["instrument_token"]).max()
+    assert (per_interval[1] <= last.reindex(per_interval.index).fillna(0)).all()
