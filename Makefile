@@ -45,5 +45,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check feedengine tests benchmarks
 	$(VENV)/bin/mypy
 
+demo: build
+	$(PY) -m feedengine.demo
+
 clean:
 	rm -rf build $(BUILT) feedengine/*.so ext/*.c

@@ -123,8 +123,9 @@ class Config:
             kite_api_key=get("KITE_API_KEY"),
             kite_access_token=get("KITE_ACCESS_TOKEN"),
             kite_ws_url=get("KITE_WS_URL") or DEFAULT_WS_URL,
-            heartbeat_interval=_number("HEARTBEAT_INTERVAL", get("HEARTBEAT_INTERVAL") or "30",
-                                       1, 3600),
+            heartbeat_interval=_number(
+                "HEARTBEAT_INTERVAL", get("HEARTBEAT_INTERVAL") or "30", 1, 3600
+            ),
             log_level=level,
             mqtt_broker=get("MQTT_BROKER"),
             mqtt_port=int(_number("MQTT_PORT", port, 1, 65535)) if port else None,
@@ -137,8 +138,9 @@ class Config:
 
     def tables(self, intervals: tuple[int, ...] | None = None) -> dict[int, str]:
         """Candle table name per interval."""
-        return table_names(intervals or self.intervals, self.candle_table_template,
-                           self.candle_table_name)
+        return table_names(
+            intervals or self.intervals, self.candle_table_template, self.candle_table_name
+        )
 
     def symbols_sql(self) -> str:
         return self.symbols_query or DEFAULT_SYMBOLS_QUERY.format(table_5min=self.table_5min)

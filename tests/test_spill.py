@@ -1,0 +1,136 @@
+"""The spill file and the flusher's spill/retry: nothing lost, order kept, clear errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.dtypes import RECORD_DTYPE
+from feedengine.pipeline import Pipeline
+from feedengine.replay import ReplaySource
+from feedengine.simulator import SimConfig, simulate
+from feedengine.sink import MemorySink, SinkUnavailable
+from feedengine.spill import SpillError, SpillFile
+
+
+def records(n, start=0):
+    r = np.zeros(n, RECORD_DTYPE)
+    r["bucket_start_ns"] = (1_705_290_300 + 60 * np.arange(start, start + n)) * 10**9
+    r["open"] = r["high"] = r["low"] = r["close"] = np.arange(start, start + n) + 100
+    r["minutes"], r["decimals"], r["final"], r["symbol"] = 1, 2, 1, b"INFY"
+    return r
+
+
+def test_append_and_read_back_in_order(tmp_path):
+    spill = SpillFile(tmp_path / "s.bin")
+    spill.append(records(3))
+    spill.append(records(2, 3))
+    again = SpillFile(tmp_path / "s.bin")
+    assert again.rows == 5
+    got = np.concatenate(list(again.blocks(4)))
+    assert got["open"].tolist() == [100, 101, 102, 103, 104]
+    again.clear()
+    assert SpillFile(tmp_path / "s.bin").rows == 0
+
+
+def test_torn_last_block_is_cut_off(tmp_path, caplog):
+    path = tmp_path / "s.bin"
+    spill = SpillFile(path)
+    spill.append(records(3))
+    spill.append(records(2, 3))
+    path.write_bytes(path.read_bytes()[:-10])
+    again = SpillFile(path)
+    assert again.rows == 3 and "incomplete spilled block" in caplog.text
+    again.append(records(1, 9))
+    assert [int(r["open"]) for b in SpillFile(path).blocks(10) for r in b] == [100, 101, 102, 109]
+
+
+def test_corrupt_block_before_the_end_is_an_error(tmp_path):
+    path = tmp_path / "s.bin"
+    spill = SpillFile(path)
+    spill.append(records(3))
+    spill.append(records(2, 3))
+    data = bytearray(path.read_bytes())
+    data[30] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SpillError, match="byte offset 12 fails its CRC"):
+        SpillFile(path)
+    path.write_bytes(b"NOTSPILL" + bytes(8))
+    with pytest.raises(SpillError, match="not a spill file"):
+        SpillFile(path)
+
+
+class FlakySink(MemorySink):
+    """Unavailable for the first ``failures`` writes; records every block it accepts."""
+
+    def __init__(self, failures):
+        super().__init__()
+        self.failures = failures
+        self.blocks = []
+
+    def write(self, records):
+        if self.failures:
+            self.failures -= 1
+            raise SinkUnavailable("server closed the connection")
+        self.blocks.append(records.copy())
+        super().write(records)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    path = tmp_path_factory.mktemp("d") / "d.ticks"
+    simulate(path, SimConfig(instruments=20, ticks=8000, seed=4))
+    return path
+
+
+def candle_order(blocks):
+    return [(r["symbol"], r["minutes"], r["bucket_start_ns"]) for b in blocks for r in b]
+
+
+def replay(path, sink, spill):
+    source = ReplaySource(path)
+    engine = CandleEngine(source.instruments, CandleConfig(ring_rows=64))
+    pipeline = Pipeline(engine, sink, spill=spill, retry_first_s=0.001)
+    return pipeline.run(source), pipeline
+
+
+def test_outage_keeps_every_row_and_their_order(day, tmp_path):
+    steady = FlakySink(0)
+    replay(day, steady, None)
+    flaky = FlakySink(5)
+    summary, pipeline = replay(day, flaky, SpillFile(tmp_path / "s.bin"))
+    assert pipeline.flusher.failures >= 5 and summary.spilled == 0
+    assert flaky.candles == steady.candles
+    assert candle_order(flaky.blocks) == candle_order(steady.blocks)
+
+
+def test_spill_found_at_start_is_written_first(day, tmp_path):
+    spill = SpillFile(tmp_path / "s.bin")
+    old = records(2)
+    old["symbol"] = b"OLDROWS"
+    spill.append(old)
+    sink = FlakySink(0)
+    summary, _ = replay(day, sink, SpillFile(tmp_path / "s.bin"))
+    assert sink.blocks[0]["symbol"].tolist() == [b"OLDROWS", b"OLDROWS"]
+    assert summary.spilled == 0 and SpillFile(tmp_path / "s.bin").rows == 0
+
+
+def test_stop_with_rows_still_spilled_says_so_and_fails(day, tmp_path):
+    env = {
+        "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/none",
+        "FEEDENGINE_HOME": str(tmp_path / "home"),
+        "PATH": "/usr/bin:/bin",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--replay", str(day)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "remain in the spill file" in proc.stdout
+    assert SpillFile(tmp_path / "home" / "spill.bin").rows > 0
+    assert "Traceback" not in proc.stderr
