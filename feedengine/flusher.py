@@ -55,11 +55,18 @@ class Flusher:
         Where rows wait while the sink is unavailable; without one, a failed write is fatal.
     """
 
-    def __init__(self, kernel: CandleKernel, resolve: Callable[[np.ndarray], np.ndarray],
-                 sink: Sink, intervals: tuple[int, ...], spill: SpillFile | None = None,
-                 flush_interval: float = FLUSH_INTERVAL, batch_rows: int = BATCH_ROWS,
-                 retry_first_s: float = RETRY_FIRST_S, retry_cap_s: float = RETRY_CAP_S
-                 ) -> None:
+    def __init__(
+        self,
+        kernel: CandleKernel,
+        resolve: Callable[[np.ndarray], np.ndarray],
+        sink: Sink,
+        intervals: tuple[int, ...],
+        spill: SpillFile | None = None,
+        flush_interval: float = FLUSH_INTERVAL,
+        batch_rows: int = BATCH_ROWS,
+        retry_first_s: float = RETRY_FIRST_S,
+        retry_cap_s: float = RETRY_CAP_S,
+    ) -> None:
         self.kernel = kernel
         self.resolve = resolve
         self.sink = sink
@@ -125,7 +132,8 @@ class Flusher:
         self.rows_written += len(final)
         for minutes, count in zip(*np.unique(final["minutes"], return_counts=True), strict=True):
             self.rows_by_interval[int(minutes)] = self.rows_by_interval.get(int(minutes), 0) + int(
-                count)
+                count
+            )
         self.flushes += 1
 
     def _deliver(self, records: np.ndarray) -> None:
@@ -150,8 +158,13 @@ class Flusher:
         if isinstance(error, SinkDataError):
             raise error  # retrying cannot help; the rows are safe in the spill
         self._retry_at = time.monotonic() + self._retry_delay
-        log.error("candle write failed (%s); %d rows spilled to %s, retrying in %.0f s",
-                  error, self.spilled, self.spill.path, self._retry_delay)
+        log.error(
+            "candle write failed (%s); %d rows spilled to %s, retrying in %.0f s",
+            error,
+            self.spilled,
+            self.spill.path,
+            self._retry_delay,
+        )
         self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
 
     def _drain_spill(self) -> None:
@@ -164,8 +177,12 @@ class Flusher:
         except SinkUnavailable as e:
             self.failures += 1
             self._retry_at = time.monotonic() + self._retry_delay
-            log.error("database still unavailable (%s); %d rows spilled, retrying in %.0f s",
-                      e, self.spilled, self._retry_delay)
+            log.error(
+                "database still unavailable (%s); %d rows spilled, retrying in %.0f s",
+                e,
+                self.spilled,
+                self._retry_delay,
+            )
             self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
             return
         self.spill.clear()

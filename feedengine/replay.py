@@ -51,8 +51,12 @@ class ReplaySource:
         self._stop.set()
 
     def position(self) -> dict[str, str | int]:
-        return {"replay_file": self.reader.path.name, "replay_size": self.reader.size,
-                "replay_records": self.records, "replay_ended": int(self._ended)}
+        return {
+            "replay_file": self.reader.path.name,
+            "replay_size": self.reader.size,
+            "replay_records": self.records,
+            "replay_ended": int(self._ended),
+        }
 
     def resume(self, position: dict[str, str | int]) -> bool:
         """Whether a replay checkpoint continues into this replay.
@@ -61,9 +65,11 @@ class ReplaySource:
         skipped), or when it ran to the end of another file without finalizing (this file
         continues that one). Any other replay's checkpoint does not apply.
         """
-        if (position.get("replay_file") == self.reader.path.name
-                and position.get("replay_size") == self.reader.size
-                and not position.get("replay_ended")):
+        if (
+            position.get("replay_file") == self.reader.path.name
+            and position.get("replay_size") == self.reader.size
+            and not position.get("replay_ended")
+        ):
             self._skip = int(position.get("replay_records", 0))
             return True
         return bool(position.get("replay_ended"))
@@ -76,8 +82,9 @@ class ReplaySource:
                 self.records += len(batch)
                 continue
             if skip:
-                batch = MessageBatch(batch.buf, batch.recv_ns[skip:], batch.offsets[skip:],
-                                     batch.lengths[skip:])
+                batch = MessageBatch(
+                    batch.buf, batch.recv_ns[skip:], batch.offsets[skip:], batch.lengths[skip:]
+                )
                 self.records += skip
                 skip = 0
             yield batch

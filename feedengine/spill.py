@@ -56,8 +56,10 @@ class SpillFile:
             return
         magic, size = _HEADER.unpack_from(data)
         if magic != MAGIC or size != RECORD_DTYPE.itemsize:
-            raise SpillError(f"{self.path}: not a spill file of this version (magic {magic!r}, "
-                             f"record size {size}); move it aside to continue")
+            raise SpillError(
+                f"{self.path}: not a spill file of this version (magic {magic!r}, "
+                f"record size {size}); move it aside to continue"
+            )
         pos = _HEADER.size
         while pos < len(data):
             if pos + _BLOCK.size > len(data):
@@ -66,23 +68,32 @@ class SpillFile:
             end = pos + _BLOCK.size + n * RECORD_DTYPE.itemsize
             if end > len(data):
                 break
-            if zlib.crc32(data[pos + _BLOCK.size:end]) != crc:
+            if zlib.crc32(data[pos + _BLOCK.size : end]) != crc:
                 if end == len(data):
                     break
-                raise SpillError(f"{self.path}: spilled block at byte offset {pos} fails its "
-                                 "CRC; the file is kept, move it aside to continue")
+                raise SpillError(
+                    f"{self.path}: spilled block at byte offset {pos} fails its "
+                    "CRC; the file is kept, move it aside to continue"
+                )
             self._blocks.append((pos + _BLOCK.size, n))
             self.rows += n
             pos = end
         if pos < len(data):
-            log.warning("%s: dropping an incomplete spilled block at byte offset %d (a crash "
-                        "while appending; its rows were never acknowledged)", self.path, pos)
+            log.warning(
+                "%s: dropping an incomplete spilled block at byte offset %d (a crash "
+                "while appending; its rows were never acknowledged)",
+                self.path,
+                pos,
+            )
             with open(self.path, "r+b") as f:
                 f.truncate(pos)
                 os.fsync(f.fileno())
         if self.rows:
-            log.warning("%s: %d spilled candle rows from an earlier run will be written first",
-                        self.path, self.rows)
+            log.warning(
+                "%s: %d spilled candle rows from an earlier run will be written first",
+                self.path,
+                self.rows,
+            )
 
     def append(self, records: np.ndarray) -> None:
         """Append records durably (written and fsynced before this returns)."""
