@@ -10,12 +10,14 @@ import logging
 import os
 import signal
 import sys
+import time as _time
+from datetime import date, datetime, time
 from pathlib import Path
 from types import FrameType
 
 from dotenv import load_dotenv
 
-from feedengine import __version__
+from feedengine import __version__, wire
 from feedengine.candles import CandleConfig, CandleEngine, parse_intervals
 from feedengine.config import Config, ConfigError
 from feedengine.database import (
@@ -26,11 +28,26 @@ from feedengine.database import (
     symbols_from_db,
 )
 from feedengine.flusher import FlusherError
-from feedengine.instruments import Instrument
+from feedengine.instruments import (
+    Instrument,
+    InstrumentsError,
+    fetch_dump,
+    read_dump,
+    read_symbols_file,
+    resolve,
+)
+from feedengine.live import LiveSource
+from feedengine.mockkite import MockKite, instrument_rows
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
+from feedengine.segments import IST
+from feedengine.simulator import SimConfig
+from feedengine.simulator import instruments as sim_instruments
+from feedengine.simulator import messages as sim_messages
 from feedengine.sink import CsvSink, Sink, SinkUnavailable
+from feedengine.source import Source
 from feedengine.spill import SpillError, SpillFile
+from feedengine.ticker import AuthError, KiteStream, StreamError
 from feedengine.tickfile import TickFileError
 
 log = logging.getLogger("feedengine")
@@ -39,20 +56,28 @@ EXIT_USAGE = 2
 EXIT_FAILURE = 1
 #: Exit status after a second Ctrl-C/SIGTERM forced the stop (128 + SIGINT, as shells do).
 EXIT_FORCED = 130
+#: How long --test-broker waits for the first streamed message.
+TEST_STREAM_S = 10.0
 
 
 class UsageError(Exception):
     """A bad command line or configuration: reported as one line, exit status 2."""
 
 
+class BrokerError(Exception):
+    """``--test-broker`` found a problem: reported as one line, exit status 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m feedengine",
-        description="Kite Connect ticks to OHLC candles in PostgreSQL.",
+        description="Kite Connect ticks to OHLC candles in PostgreSQL. Without --replay or "
+        "--simulate it streams the live Kite feed for the instruments given.",
         epilog="Configuration comes from the environment and .env (see .env.example); "
-        "flags override it.",
+        "flags override it. Exit status: 0 ok, 1 failure (database, broker, files, rows left "
+        "in the spill file), 2 bad command line or configuration.",
     )
-    src = p.add_argument_group("source")
+    src = p.add_argument_group("source (default: the live Kite feed)")
     src.add_argument(
         "--replay",
         metavar="PATH",
@@ -67,6 +92,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="replay pace: 0 = as fast as possible (default), 1 = real time",
     )
     src.add_argument(
+        "--simulate",
+        action="store_true",
+        help="a synthetic live market (a local Kite server running the "
+        "simulator), for demos and soak tests",
+    )
+    src.add_argument(
+        "--record",
+        metavar="PATH",
+        type=Path,
+        help="live: also write every message received to this tick file",
+    )
+    src.add_argument(
         "--no-finalize",
         action="store_true",
         help="at the end of the replay leave the last candles open and "
@@ -77,15 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--symbols",
         nargs="+",
         metavar="SYMBOL",
-        help="instruments: EXCHANGE:SYMBOL or SYMBOL (NSE by default)",
+        help="EXCHANGE:SYMBOL or SYMBOL (NSE by default), e.g. INFY NSE:SBIN",
     )
     sel.add_argument(
-        "--symbols-file", type=Path, metavar="PATH", help="instruments, one a line, # comments"
+        "--symbols-file",
+        type=Path,
+        metavar="PATH",
+        help="symbols one a line, # comments (e.g. instruments_sample.txt)",
     )
     sel.add_argument(
         "--symbols-from-db",
         action="store_true",
-        help="instruments from SYMBOLS_QUERY (default: the symbols of the 5-minute table)",
+        help="symbols from SYMBOLS_QUERY (default: the distinct symbols of the 5-minute table)",
+    )
+    sel.add_argument(
+        "--instruments-csv",
+        type=Path,
+        metavar="PATH",
+        help="read Kite's instruments dump from this CSV instead of "
+        "downloading it (downloads are cached per day in FEEDENGINE_HOME)",
     )
     out = p.add_argument_group("candles")
     out.add_argument(
@@ -100,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="append candles to a CSV file instead of the database",
     )
     ops = p.add_argument_group("checks and logging")
+    ops.add_argument(
+        "--test-broker",
+        action="store_true",
+        help="check the Kite credentials (profile), the instruments dump and a "
+        "short stream; report each step and exit",
+    )
     ops.add_argument(
         "--test-database",
         action="store_true",
@@ -121,58 +174,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_symbol(text: str) -> tuple[str, str]:
-    """``"NSE:INFY"`` or ``"INFY"`` → ``("NSE", "INFY")``."""
-    exchange, _, symbol = text.strip().rpartition(":")
-    if not symbol:
-        raise UsageError(f"bad symbol {text!r}: expected EXCHANGE:SYMBOL or SYMBOL")
-    return (exchange or "NSE").upper(), symbol.upper()
+class Database:
+    """The database DSN, resolved (and the embedded server started) at most once."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._dsn: str | None = None
+
+    def __call__(self) -> str:
+        if self._dsn is None:
+            if self.config.pg_conn_str:
+                self._dsn = self.config.pg_conn_str
+            else:
+                self._dsn = embedded_dsn(self.config.home)
+                print(f"embedded PostgreSQL: {self._dsn}", file=sys.stderr)
+        return self._dsn
 
 
-def read_symbols_file(path: Path) -> list[str]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise UsageError(f"--symbols-file: cannot read {path}: {e.strerror}") from None
-    symbols = [line.split("#", 1)[0].strip() for line in lines]
-    symbols = [s for s in symbols if s]
-    if not symbols:
-        raise UsageError(f"--symbols-file: {path} lists no symbols")
-    return symbols
-
-
-def select_instruments(
-    available: list[Instrument], wanted: list[str] | None, where: str
-) -> list[Instrument]:
-    """The instruments named in ``wanted`` (all when None); every unknown one in one error."""
-    if not wanted:
-        return available
-    by_name = {(i.exchange, i.tradingsymbol.upper()): i for i in available}
-    by_symbol = {i.tradingsymbol.upper(): i for i in available}
-    chosen, unknown = [], []
-    for text in wanted:
-        exchange, symbol = parse_symbol(text)
-        inst = by_name.get((exchange, symbol)) or (
-            by_symbol.get(symbol) if ":" not in text else None
-        )
-        if inst is None:
-            unknown.append(text)
-        elif inst not in chosen:
-            chosen.append(inst)
-    if unknown:
-        raise UsageError(f"unknown symbol(s) in {where}: {', '.join(unknown)}")
-    return chosen
-
-
-def database_dsn(config: Config) -> str:
-    if config.pg_conn_str:
-        return config.pg_conn_str
-    dsn = embedded_dsn(config.home)
-    print(f"embedded PostgreSQL: {dsn}", file=sys.stderr)
-    return dsn
-
-
-def wanted_symbols(args: argparse.Namespace, config: Config, dsn: str | None) -> list[str] | None:
+def check_flags(args: argparse.Namespace) -> None:
+    """Flag combinations that make no sense: one clear line each."""
     chosen = [
         n
         for n, v in (
@@ -184,18 +204,120 @@ def wanted_symbols(args: argparse.Namespace, config: Config, dsn: str | None) ->
     ]
     if len(chosen) > 1:
         raise UsageError(f"give only one of {', '.join(chosen)}")
+    sources = [n for n, v in (("--replay", args.replay), ("--simulate", args.simulate)) if v]
+    if len(sources) > 1:
+        raise UsageError("give only one of --replay and --simulate")
+    checks = [
+        n
+        for n, v in (("--test-broker", args.test_broker), ("--test-database", args.test_database))
+        if v
+    ]
+    if len(checks) > 1 or (checks and sources):
+        raise UsageError(f"{checks[0]} runs alone; drop {(checks[1:] + sources)[0]}")
+    if args.speed < 0:
+        raise UsageError(f"--speed must be 0 or positive, not {args.speed}")
+    if args.speed and not args.replay:
+        raise UsageError("--speed applies to --replay only")
+    if args.record and args.replay:
+        raise UsageError("--record records a live feed; --replay already reads a tick file")
+    if args.no_finalize and not args.replay:
+        raise UsageError("--no-finalize applies to --replay only")
+    if args.symbols_from_db and args.csv:
+        raise UsageError("--symbols-from-db needs the database; drop --csv")
+
+
+def wanted_symbols(args: argparse.Namespace, config: Config, db: Database) -> list[str] | None:
+    """The symbols asked for by --symbols, --symbols-file or --symbols-from-db (or None)."""
     if args.symbols:
         return list(args.symbols)
     if args.symbols_file:
         return read_symbols_file(args.symbols_file)
     if args.symbols_from_db:
-        if dsn is None:
-            raise UsageError("--symbols-from-db needs the database (drop --csv)")
         try:
-            return symbols_from_db(dsn, config.symbols_sql())
+            return symbols_from_db(db(), config.symbols_sql())
         except ValueError as e:
             raise UsageError(f"--symbols-from-db: {e}") from None
     return None
+
+
+def credentials(config: Config) -> tuple[str, str]:
+    missing = [
+        n
+        for n, v in (
+            ("KITE_API_KEY", config.kite_api_key),
+            ("KITE_ACCESS_TOKEN", config.kite_access_token),
+        )
+        if not v
+    ]
+    if missing:
+        raise UsageError(
+            f"missing {' and '.join(missing)} (set in the environment or .env; "
+            "or use --replay / --simulate)"
+        )
+    assert config.kite_api_key and config.kite_access_token
+    return config.kite_api_key, config.kite_access_token
+
+
+def instruments_dump(args: argparse.Namespace, config: Config) -> list[Instrument]:
+    if args.instruments_csv:
+        return read_dump(args.instruments_csv)
+    key, token = credentials(config)
+    return fetch_dump(key, token, config.home, today_ist(), config.kite_api_root)
+
+
+def today_ist() -> date:
+    return datetime.now(IST).date()
+
+
+def simulated_market(wanted: list[str] | None) -> tuple[MockKite, list[Instrument]]:
+    """A local Kite server streaming the simulator from now on, at real-time pace."""
+    now = datetime.now(IST)
+    sim = SimConfig(date=now.date(), start=now.time().replace(microsecond=0), end=time(23, 59, 59))
+    rows = instrument_rows(sim_instruments(sim))
+    mock = MockKite(lambda: sim_messages(sim), rows).start()
+    available = [Instrument.from_dict(r) for r in rows]
+    chosen = resolve(wanted, available, "the simulated market") if wanted else available
+    return mock, chosen
+
+
+def test_broker(args: argparse.Namespace, config: Config) -> int:
+    """``--test-broker``: profile, instruments dump and a short stream, step by step."""
+    from kiteconnect import KiteConnect
+    from kiteconnect.exceptions import KiteException
+
+    key, token = credentials(config)
+    kite = KiteConnect(key, access_token=token, root=config.kite_api_root)
+    try:
+        profile = kite.profile()
+    except KiteException as e:
+        raise BrokerError(f"profile: Kite refused the credentials: {e}") from None
+    except OSError as e:
+        raise BrokerError(f"profile: cannot reach Kite at {config.kite_api_root}: {e}") from None
+    print(f"1/3 credentials ok: {profile.get('user_id')} ({profile.get('user_name')})")
+    dump = instruments_dump(args, config)
+    print(f"2/3 instruments dump: {len(dump):,} instruments")
+    wanted = list(args.symbols or []) or None
+    chosen = resolve(wanted, dump, "the instruments dump") if wanted else dump[:3]
+    messages: list[int] = []
+    stream = KiteStream(
+        config.kite_ws_url,
+        key,
+        token,
+        [i.instrument_token for i in chosen],
+        lambda _t, m: messages.append(len(wire.decode(m))),
+    )
+    stream.start()
+    deadline = _time.monotonic() + TEST_STREAM_S
+    while _time.monotonic() < deadline and stream.error is None and not messages:
+        _time.sleep(0.1)
+    stream.stop()
+    stream.check()
+    if not messages:
+        raise BrokerError(
+            f"stream: connected to {config.kite_ws_url} but no message in {TEST_STREAM_S:.0f} s"
+        )
+    print(f"3/3 stream ok: {len(chosen)} tokens, {len(messages)} messages, {sum(messages)} ticks")
+    return 0
 
 
 def install_signal_handlers(pipeline: Pipeline) -> None:
@@ -225,29 +347,57 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(f"--intervals: {e}") from None
     logging.getLogger().setLevel(args.log_level or config.log_level)
-    if args.speed < 0:
-        raise UsageError(f"--speed must be 0 or positive, not {args.speed}")
-
+    check_flags(args)
+    db = Database(config)
     if args.test_database:
-        for line in check_database(database_dsn(config), config.tables(intervals)):
+        for line in check_database(db(), config.tables(intervals)):
             print(line)
         return 0
-    if args.replay is None:
-        raise UsageError(
-            "nothing to do: give --replay PATH or --test-database (the live "
-            "Kite feed is not available in this version)"
-        )
-    try:
-        source = ReplaySource(args.replay, args.speed)
-    except OSError as e:
-        raise UsageError(f"--replay: cannot read {args.replay}: {e.strerror}") from None
-    if not source.instruments:
-        raise UsageError(f"--replay: {args.replay} lists no instruments in its header")
+    if args.test_broker:
+        return test_broker(args, config)
 
-    dsn = None if args.csv else database_dsn(config)
-    instruments = select_instruments(
-        source.instruments, wanted_symbols(args, config, dsn), f"the header of {args.replay}"
-    )
+    wanted = wanted_symbols(args, config, db)
+    mock = None
+    source: Source
+    if args.replay:
+        try:
+            source = ReplaySource(args.replay, args.speed)
+        except OSError as e:
+            raise UsageError(f"--replay: cannot read {args.replay}: {e.strerror}") from None
+        available = source.instruments
+        if not available:
+            raise UsageError(f"--replay: {args.replay} lists no instruments in its header")
+        instruments = (
+            resolve(wanted, available, f"the header of {args.replay.name}") if wanted else available
+        )
+    else:
+        if args.simulate:
+            mock, instruments = simulated_market(wanted)
+            url, key, token = mock.url, mock.api_key, mock.access_token
+        else:
+            if not wanted:
+                raise UsageError(
+                    "which instruments? give --symbols, --symbols-file or --symbols-from-db"
+                )
+            instruments = resolve(wanted, instruments_dump(args, config), "the instruments dump")
+            key, token = credentials(config)
+            url = config.kite_ws_url
+        source = LiveSource(instruments, url, key, token, record=args.record)
+    try:
+        return run_pipeline(args, config, db, intervals, instruments, source)
+    finally:
+        if mock is not None:
+            mock.stop()
+
+
+def run_pipeline(
+    args: argparse.Namespace,
+    config: Config,
+    db: Database,
+    intervals: tuple[int, ...],
+    instruments: list[Instrument],
+    source: Source,
+) -> int:
     try:
         engine = CandleEngine(
             instruments,
@@ -264,13 +414,20 @@ def run(args: argparse.Namespace) -> int:
     if args.csv:
         sink = CsvSink(args.csv)
     else:
-        assert dsn is not None
-        sink = PostgresSink(dsn, config.tables(intervals))
+        sink = PostgresSink(db(), config.tables(intervals))
         config.home.mkdir(parents=True, exist_ok=True)
         spill = SpillFile(config.spill_path)
-    pipeline = Pipeline(engine, sink, checkpoint=config.checkpoint_path("replay"), spill=spill)
+    live = not args.replay
+    checkpoint = config.checkpoint_path("live" if live else "replay")
+    pipeline = Pipeline(engine, sink, checkpoint=checkpoint, spill=spill)
     install_signal_handlers(pipeline)
-    summary = pipeline.run(source, finalize=not args.no_finalize)
+    log.info(
+        "%s: %d instruments, intervals %s",
+        source.name,
+        len(instruments),
+        ",".join(map(str, intervals)),
+    )
+    summary = pipeline.run(source, live=live, finalize=not args.no_finalize)
     for line in summary.lines():
         print(line)
     return EXIT_FAILURE if summary.spilled else 0
@@ -283,10 +440,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return run(args)
-    except UsageError as e:
+    except (UsageError, StreamError) as e:
         print(f"feedengine: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (TickFileError, SpillError, SchemaError, SinkUnavailable, FlusherError) as e:
+    except (
+        TickFileError,
+        SpillError,
+        SchemaError,
+        SinkUnavailable,
+        FlusherError,
+        InstrumentsError,
+        AuthError,
+        BrokerError,
+    ) as e:
         print(f"feedengine: error: {e}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:

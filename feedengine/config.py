@@ -11,6 +11,7 @@ from pathlib import Path
 
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
 from feedengine.database import DEFAULT_TABLE_TEMPLATE, table_names
+from feedengine.instruments import KITE_API_ROOT
 from feedengine.sessions import Session, parse_sessions
 
 #: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
@@ -58,6 +59,7 @@ class Config:
     kite_api_key: str | None = None
     kite_access_token: str | None = None
     kite_ws_url: str = DEFAULT_WS_URL
+    kite_api_root: str = KITE_API_ROOT
     heartbeat_interval: float = DEFAULT_HEARTBEAT_S
     log_level: str = "INFO"
     mqtt_broker: str | None = None
@@ -123,6 +125,7 @@ class Config:
             kite_api_key=get("KITE_API_KEY"),
             kite_access_token=get("KITE_ACCESS_TOKEN"),
             kite_ws_url=get("KITE_WS_URL") or DEFAULT_WS_URL,
+            kite_api_root=get("KITE_API_ROOT") or KITE_API_ROOT,
             heartbeat_interval=_number(
                 "HEARTBEAT_INTERVAL", get("HEARTBEAT_INTERVAL") or "30", 1, 3600
             ),

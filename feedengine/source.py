@@ -41,7 +41,8 @@ class MessageBatch:
         """Pack ``(recv_ns, payload)`` pairs into one batch (one copy of the bytes)."""
         lengths = np.fromiter((len(m) for _, m in messages), np.int64, len(messages))
         offsets = np.zeros(len(messages), np.int64)
-        np.cumsum(lengths[:-1], out=offsets[1:])
+        if len(messages) > 1:
+            np.cumsum(lengths[:-1], out=offsets[1:])
         buf = np.frombuffer(b"".join(m for _, m in messages), np.uint8)
         recv = np.fromiter((t for t, _ in messages), np.int64, len(messages))
         return cls(buf, recv, offsets, lengths)

@@ -213,6 +213,29 @@ _WIRE = {
 }
 
 
+def _packets(ticks: np.ndarray, rows: np.ndarray | None, plen: int) -> np.ndarray:
+    """Rows of one packet kind as big-endian wire records (length prefix included)."""
+    wire = _WIRE[plen]
+    n = len(ticks) if rows is None else len(rows)
+    packets = np.zeros(n, dtype=wire)
+    packets["length"] = plen
+
+    def column(name: str) -> np.ndarray:
+        # Index one field at a time: fancy-indexing a whole structured array copies it
+        # field by field per row, far slower.
+        col: np.ndarray = ticks[name]
+        return col if rows is None else col[rows]
+
+    for name in wire.names or ():
+        if name not in ("length", "depth"):
+            packets[name] = column(name)
+    if plen == PACKET_FULL:
+        for field in ("quantity", "price", "orders"):
+            packets["depth"][field][:, :DEPTH] = column(f"bid_{field}")
+            packets["depth"][field][:, DEPTH:] = column(f"ask_{field}")
+    return packets
+
+
 def encode(ticks: np.ndarray) -> bytes:
     """Encode ``TICK_DTYPE`` rows as one Kite message, in row order (vectorized).
 
@@ -220,28 +243,19 @@ def encode(ticks: np.ndarray) -> bytes:
     ignored, and ``change`` is written only by index packets, whose wire format has it.
     """
     lengths = ticks["packet_length"].astype(np.int64)
-    unknown = set(np.unique(lengths).tolist()) - set(_WIRE)
+    kinds = np.unique(lengths).tolist()
+    unknown = set(kinds) - set(_WIRE)
     if unknown:
         raise ValueError(f"no Kite packet has length {sorted(unknown)}")
+    header = np.array(len(ticks), ">u2").tobytes()
+    if len(kinds) <= 1:  # one kind (the usual message): the records are the message
+        return header + (_packets(ticks, None, kinds[0]).tobytes() if kinds else b"")
     ends = np.cumsum(lengths + 2) + 2
-    out = np.empty(int(ends[-1]) if len(ticks) else 2, dtype=np.uint8)
-    out[:2] = np.frombuffer(np.array(len(ticks), ">u2").tobytes(), np.uint8)
+    out = np.empty(int(ends[-1]), dtype=np.uint8)
+    out[:2] = np.frombuffer(header, np.uint8)
     starts = ends - lengths - 2
-    for plen, wire in _WIRE.items():
+    for plen in kinds:
         rows = np.flatnonzero(lengths == plen)
-        if not len(rows):
-            continue
-        packets = np.zeros(len(rows), dtype=wire)
-        packets["length"] = plen
-        src = ticks[rows]
-        for name in wire.names or ():
-            if name in ("length", "depth"):
-                continue
-            packets[name] = src[name]
-        if plen == PACKET_FULL:
-            for field in ("quantity", "price", "orders"):
-                packets["depth"][field][:, :DEPTH] = src[f"bid_{field}"]
-                packets["depth"][field][:, DEPTH:] = src[f"ask_{field}"]
-        raw = packets.view(np.uint8).reshape(len(rows), plen + 2)
+        raw = _packets(ticks, rows, plen).view(np.uint8).reshape(len(rows), plen + 2)
         out[starts[rows, None] + np.arange(plen + 2)] = raw
     return out.tobytes()

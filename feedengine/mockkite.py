@@ -1,0 +1,474 @@
+"""A local Kite-compatible server: ``python -m feedengine.mockkite``.
+
+It speaks Kite's WebSocket protocol on loopback - the ``api_key``/``access_token`` check
+(HTTP 403 on a bad one), ``subscribe``/``unsubscribe``/``mode`` messages, a 1-byte heartbeat
+each idle second, binary frames of many packets - and streams a tick file (at a chosen speed)
+or the simulator, sending each client only the tokens and modes it subscribed. It also
+answers the REST calls feedengine makes through ``kiteconnect`` (``/user/profile``,
+``/instruments``), so ``--test-broker`` runs without the internet. Faults are injected on
+command: drop the connections, go silent, send a malformed frame, send a text error.
+Tests, demos and load tests use it; nothing here is needed in production.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from feedengine import wire
+from feedengine.segments import Segment
+from feedengine.tickfile import MAX_PAYLOAD, TickReader
+
+log = logging.getLogger(__name__)
+
+DEFAULT_API_KEY = "mock_api_key"
+DEFAULT_ACCESS_TOKEN = "mock_access_token"
+#: Kite sends a heartbeat after about a second without data.
+HEARTBEAT_S = 1.0
+#: Packet length of each kind per subscription mode (index packets differ).
+_MODE_LENGTH = {"full": (184, 32), "quote": (44, 28), "ltp": (8, 8)}
+#: A frame whose declared packet runs past its end: what "malformed" sends.
+MALFORMED_FRAME = b"\x00\x02\x00\xb8" + b"\x00" * 20
+INSTRUMENT_COLUMNS = (
+    "instrument_token",
+    "exchange_token",
+    "tradingsymbol",
+    "name",
+    "last_price",
+    "expiry",
+    "strike",
+    "tick_size",
+    "lot_size",
+    "instrument_type",
+    "segment",
+    "exchange",
+)
+
+
+class Fault(Enum):
+    """What :meth:`MockKite.inject` can do to the connected clients."""
+
+    DROP = "drop"  # abort every connection (TCP reset, no close frame)
+    SILENCE = "silence"  # send nothing at all, not even heartbeats, for a while
+    MALFORMED = "malformed"  # send one malformed binary frame
+    ERROR = "error"  # send a text error message
+
+
+@dataclass(eq=False)
+class _Client:
+    ws: ServerConnection
+    modes: dict[int, str] = field(default_factory=dict)  # token -> mode
+    last_sent: float = 0.0
+    queue: asyncio.Queue[bytes | str] = field(default_factory=asyncio.Queue)
+    silent_until: float = 0.0
+
+    def tokens(self, mode: str) -> np.ndarray:
+        return np.fromiter((t for t, m in self.modes.items() if m == mode), np.uint32)
+
+
+class MockKite:
+    """The server, on a thread of its own.
+
+    Parameters
+    ----------
+    messages
+        Returns the ``(recv_ns, message)`` stream to serve (called once).
+    instruments
+        Rows of the instruments dump served at ``/instruments``.
+    speed
+        Pace relative to the stream's receive times (1 = real time, 0 = flat out).
+    start_on_subscribe
+        Start the market clock when the first client subscribes (tests), not at start.
+    """
+
+    def __init__(
+        self,
+        messages: Callable[[], Iterable[tuple[int, bytes]]],
+        instruments: list[dict[str, Any]],
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        access_token: str = DEFAULT_ACCESS_TOKEN,
+        speed: float = 1.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        heartbeat_s: float = HEARTBEAT_S,
+        start_on_subscribe: bool = True,
+    ) -> None:
+        self._messages = messages
+        self.instruments = instruments
+        self.api_key = api_key
+        self.access_token = access_token
+        self.speed = speed
+        self.host = host
+        self.port = port
+        self.heartbeat_s = heartbeat_s
+        self.start_on_subscribe = start_on_subscribe
+        #: Packets sent to clients in total, and whether the stream has ended.
+        self.packets_sent = 0
+        self.connections = 0
+        self.finished = threading.Event()
+        self._clients: set[_Client] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._stop: asyncio.Event | None = None
+        self._subscribed: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._origin: tuple[int, int] | None = None  # (wall ns, stream ns) at start
+
+    # --- control, from any thread ---------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def root(self) -> str:
+        """REST root for ``KiteConnect(root=...)``."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "MockKite":
+        self._thread = threading.Thread(target=self._main, name="mockkite", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join()
+
+    def stream_clock(self) -> int:
+        """Now, on the served stream's time line (Unix ns of the recording)."""
+        if self._origin is None:
+            return 0
+        wall, stream = self._origin
+        return stream + int((time.monotonic_ns() - wall) * (self.speed or 1.0))
+
+    def inject(self, fault: Fault | str, seconds: float = 0.0) -> None:
+        """Do ``fault`` to every connected client (``seconds``: how long silence lasts)."""
+        fault = Fault(fault)
+        assert self._loop is not None
+        asyncio.run_coroutine_threadsafe(self._inject(fault, seconds), self._loop).result()
+
+    # --- the server's thread ---------------------------------------------------------------
+
+    def _main(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        async with serve(
+            self._handle,
+            self.host,
+            self.port,
+            process_request=self._http,
+            compression=None,
+            max_size=MAX_PAYLOAD,
+            ping_interval=None,
+        ) as server:
+            self._server = server
+            self.port = server.sockets[0].getsockname()[1] if self.port == 0 else self.port
+            self._ready.set()
+            market = asyncio.create_task(self._market())
+            beats = asyncio.create_task(self._heartbeats())
+            await self._stop.wait()
+            market.cancel()
+            beats.cancel()
+            for client in list(self._clients):
+                client.ws.transport.abort()
+
+    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            query = parse_qs(url.query)
+            if query.get("api_key") != [self.api_key] or query.get("access_token") != [
+                self.access_token
+            ]:
+                return connection.respond(HTTPStatus.FORBIDDEN, "invalid api_key or access_token\n")
+            return None
+        auth = request.headers.get("Authorization", "")
+        if auth != f"token {self.api_key}:{self.access_token}":
+            return self._json(
+                HTTPStatus.FORBIDDEN,
+                {
+                    "status": "error",
+                    "error_type": "TokenException",
+                    "message": "Incorrect `api_key` or `access_token`.",
+                },
+            )
+        if url.path == "/user/profile":
+            return self._json(
+                HTTPStatus.OK,
+                {
+                    "status": "success",
+                    "data": {
+                        "user_id": "MK0001",
+                        "user_name": "Mock Kite",
+                        "user_shortname": "Mock",
+                        "email": "mock@localhost",
+                        "broker": "ZERODHA",
+                        "exchanges": ["NSE", "NFO"],
+                    },
+                },
+            )
+        if url.path.startswith("/instruments"):
+            exchange = url.path.removeprefix("/instruments").strip("/").upper()
+            return self._csv(
+                [i for i in self.instruments if not exchange or i.get("exchange") == exchange]
+            )
+        return self._json(HTTPStatus.NOT_FOUND, {"status": "error", "message": "not found"})
+
+    @staticmethod
+    def _json(status: HTTPStatus, body: dict[str, Any]) -> Response:
+        headers = Headers([("Content-Type", "application/json")])
+        return Response(status.value, status.phrase, headers, orjson.dumps(body))
+
+    @staticmethod
+    def _csv(rows: list[dict[str, Any]]) -> Response:
+        out = io.StringIO()
+        writer = csv.DictWriter(out, INSTRUMENT_COLUMNS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in INSTRUMENT_COLUMNS})
+        headers = Headers([("Content-Type", "text/csv")])
+        return Response(200, "OK", headers, out.getvalue().encode())
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        client = _Client(ws)
+        self._clients.add(client)
+        self.connections += 1
+        sender = asyncio.create_task(self._send(client))
+        try:
+            async for text in ws:
+                self._command(client, text)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(client)
+            sender.cancel()
+
+    def _command(self, client: _Client, text: str | bytes) -> None:
+        try:
+            msg = orjson.loads(text)
+            action, value = msg["a"], msg["v"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            client.queue.put_nowait(
+                orjson.dumps({"type": "error", "data": "invalid message"}).decode()
+            )
+            return
+        if action == "subscribe":
+            for token in value:
+                client.modes.setdefault(int(token), "quote")  # Kite's default mode
+            assert self._subscribed is not None
+            self._subscribed.set()
+        elif action == "unsubscribe":
+            for token in value:
+                client.modes.pop(int(token), None)
+        elif action == "mode":
+            mode, tokens = value
+            for token in tokens:
+                if int(token) in client.modes:
+                    client.modes[int(token)] = mode
+
+    async def _send(self, client: _Client) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                frame = await client.queue.get()
+                if time.monotonic() < client.silent_until:
+                    continue
+                await client.ws.send(frame)
+                client.last_sent = time.monotonic()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s / 4)
+            now = time.monotonic()
+            for client in list(self._clients):
+                if now - client.last_sent >= self.heartbeat_s and now >= client.silent_until:
+                    client.last_sent = now
+                    client.queue.put_nowait(b"\x00")
+
+    async def _market(self) -> None:
+        assert self._subscribed is not None
+        if self.start_on_subscribe:
+            await self._subscribed.wait()
+        for recv_ns, message in self._messages():
+            if self._origin is None:
+                self._origin = (time.monotonic_ns(), recv_ns)
+            if self.speed > 0:
+                wait = (recv_ns - self._origin[1]) / self.speed - (
+                    time.monotonic_ns() - self._origin[0]
+                )
+                if wait > 0:
+                    await asyncio.sleep(wait / 1e9)
+            if len(message) > 1:  # the server makes its own heartbeats
+                self._broadcast(wire.decode(message))
+            if self.speed == 0:
+                await asyncio.sleep(0)
+        self.finished.set()
+
+    def _broadcast(self, rows: np.ndarray) -> None:
+        tokens = rows["instrument_token"]
+        index = rows["segment"] == Segment.INDICES
+        for client in self._clients:
+            parts = []
+            for mode, (plen, index_plen) in _MODE_LENGTH.items():
+                mine = rows[np.isin(tokens, client.tokens(mode))]
+                if len(mine):
+                    lengths = np.where(
+                        index[np.isin(tokens, client.tokens(mode))], index_plen, plen
+                    )
+                    # A packet can be cut down to a smaller mode, never grown.
+                    mine["packet_length"] = np.minimum(mine["packet_length"], lengths)
+                    parts.append(mine)
+            if parts:
+                out = np.concatenate(parts)
+                self.packets_sent += len(out)
+                client.queue.put_nowait(wire.encode(out))
+
+    async def _inject(self, fault: Fault, seconds: float) -> None:
+        for client in list(self._clients):
+            if fault is Fault.DROP:
+                client.ws.transport.abort()
+            elif fault is Fault.SILENCE:
+                client.silent_until = time.monotonic() + seconds
+            elif fault is Fault.MALFORMED:
+                client.queue.put_nowait(MALFORMED_FRAME)
+            else:
+                client.queue.put_nowait(
+                    orjson.dumps({"type": "error", "data": "mock: injected error"}).decode()
+                )
+
+
+def tick_file_source(
+    path: Path, loop: bool = False
+) -> tuple[Callable[[], Iterator[tuple[int, bytes]]], list[dict[str, Any]]]:
+    """A tick file as a message source and its instruments."""
+    reader = TickReader(path)
+
+    def messages() -> Iterator[tuple[int, bytes]]:
+        shift = 0
+        while True:
+            last = 0
+            for recv_ns, message in TickReader(path).messages():
+                last = recv_ns + shift
+                yield last, message
+            if not loop:
+                return
+            shift = last - next(iter(TickReader(path).messages()))[0] + 1_000_000_000
+
+    return messages, instrument_rows(reader.instruments)
+
+
+def instrument_rows(instruments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Instruments as rows of Kite's dump (index tokens on exchange NSE, segment INDICES)."""
+    rows = []
+    for inst in instruments:
+        token = int(inst["instrument_token"])
+        segment = Segment(token & 0xFF).name if (token & 0xFF) in Segment._value2member_map_ else ""
+        exchange = inst.get("exchange") or segment
+        if exchange == "INDICES":
+            exchange = "NSE"
+        rows.append(
+            {
+                "instrument_token": token,
+                "exchange_token": token >> 8,
+                "tradingsymbol": inst["tradingsymbol"],
+                "name": inst["tradingsymbol"],
+                "last_price": 0,
+                "expiry": "",
+                "strike": 0,
+                "tick_size": inst.get("tick_size", 0.05),
+                "lot_size": 1,
+                "instrument_type": "INDEX" if segment == "INDICES" else "EQ",
+                "segment": segment if segment != "INDICES" else "INDICES",
+                "exchange": exchange,
+            }
+        )
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from feedengine.simulator import SimConfig
+    from feedengine.simulator import instruments as sim_instruments
+    from feedengine.simulator import messages as sim_messages
+
+    p = argparse.ArgumentParser(
+        prog="python -m feedengine.mockkite",
+        description="A local Kite-compatible WebSocket and REST server.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ticks", type=Path, metavar="FILE", help="serve this tick file")
+    src.add_argument("--simulate", action="store_true", help="serve a simulated session")
+    p.add_argument("--instruments", type=int, default=50, help="simulated instruments")
+    p.add_argument("--speed", type=float, default=1.0, help="pace (1 = real time, 0 = max)")
+    p.add_argument("--loop", action="store_true", help="start the tick file again at its end")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--api-key", default=DEFAULT_API_KEY)
+    p.add_argument("--access-token", default=DEFAULT_ACCESS_TOKEN)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(message)s")
+    if args.ticks:
+        try:
+            messages, rows = tick_file_source(args.ticks, args.loop)
+        except (OSError, ValueError) as e:
+            print(f"mockkite: error: {e}", file=sys.stderr)
+            return 1
+    else:
+        config = SimConfig(instruments=args.instruments)
+        rows = instrument_rows(sim_instruments(config))
+
+        def messages() -> Iterator[tuple[int, bytes]]:
+            return sim_messages(config)
+
+    server = MockKite(
+        messages,
+        rows,
+        api_key=args.api_key,
+        access_token=args.access_token,
+        speed=args.speed,
+        port=args.port,
+        start_on_subscribe=True,
+    ).start()
+    print(
+        f"mock Kite at {server.url} (REST {server.root}); KITE_WS_URL={server.url} "
+        f"KITE_API_KEY={args.api_key} KITE_ACCESS_TOKEN={args.access_token}",
+        flush=True,
+    )
+    try:
+        while server._thread is not None and server._thread.is_alive():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Kite's streaming WebSocket: up to 3 connections of up to 3000 tokens, kept alive all day.
+
+:class:`KiteStream` runs an asyncio loop (the ``websockets`` library) on a thread of its own,
+one task per connection. Each connection subscribes its share of the tokens in one mode,
+hands every binary message with its receive time to a callback without touching its
+packets, logs text messages, treats 10 s of silence as death, and reconnects with
+exponential backoff and jitter (1 s doubling to 60 s), resubscribing as before. An
+authentication failure (HTTP 403) is fatal: it stops every connection and is raised in the
+consumer's thread. SPEC section 6.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from feedengine.tickfile import MAX_PAYLOAD
+
+log = logging.getLogger(__name__)
+
+#: Kite allows 3000 instrument tokens per WebSocket connection ...
+MAX_TOKENS_PER_CONNECTION = 3000
+#: ... and 3 connections per API key.
+MAX_CONNECTIONS = 3
+#: Kite sends a heartbeat about every second; this long without any message means dead.
+SILENCE_S = 10.0
+#: Reconnect delay: first, doubling up to the cap, each scaled by a random 0.5-1.0 (jitter)
+#: so that many clients do not reconnect in step.
+BACKOFF_FIRST_S = 1.0
+BACKOFF_CAP_S = 60.0
+MODES = ("ltp", "quote", "full")
+HTTP_FORBIDDEN = 403
+
+
+class AuthError(Exception):
+    """Kite refused the API key or access token (HTTP 403): renew the token."""
+
+
+class StreamError(Exception):
+    """The stream cannot run as configured (too many tokens, bad mode)."""
+
+
+@dataclass
+class ConnectionStatus:
+    """One connection, as the heartbeat reports it."""
+
+    index: int
+    tokens: int
+    state: str = "idle"  # idle | connecting | connected | reconnecting | stopped | failed
+    reconnects: int = 0
+    messages: int = 0
+    last_message_ns: int = 0
+
+    def as_dict(self) -> dict[str, int | str | float | None]:
+        age = (time.time_ns() - self.last_message_ns) / 1e9 if self.last_message_ns else None
+        return {
+            "index": self.index,
+            "tokens": self.tokens,
+            "state": self.state,
+            "reconnects": self.reconnects,
+            "messages": self.messages,
+            "seconds_since_message": age,
+        }
+
+
+def shard(
+    tokens: list[int],
+    per_connection: int = MAX_TOKENS_PER_CONNECTION,
+    max_connections: int = MAX_CONNECTIONS,
+) -> list[list[int]]:
+    """Split tokens over as few connections as Kite's limits allow.
+
+    Raises
+    ------
+    StreamError
+        More tokens than ``per_connection * max_connections``.
+    """
+    tokens = list(dict.fromkeys(tokens))
+    limit = per_connection * max_connections
+    if len(tokens) > limit:
+        raise StreamError(
+            f"{len(tokens)} instruments: Kite allows at most {max_connections} "
+            f"connections x {per_connection} tokens = {limit} per API key"
+        )
+    if not tokens:
+        raise StreamError("no instrument tokens to subscribe")
+    n = -(-len(tokens) // per_connection)
+    size = -(-len(tokens) // n)  # balance the shards
+    return [tokens[i : i + size] for i in range(0, len(tokens), size)]
+
+
+class KiteStream:
+    """Connections to Kite's WebSocket on a background thread.
+
+    Parameters
+    ----------
+    url
+        WebSocket root, e.g. ``wss://ws.kite.trade`` (``KITE_WS_URL``).
+    api_key, access_token
+        Kite credentials.
+    tokens
+        Instrument tokens; sharded over connections automatically.
+    on_message
+        Called on the stream's thread with ``(recv_ns, message)`` for every binary message.
+        It must be quick and thread-safe (it usually puts into a bounded queue).
+    mode
+        ``full`` (default: it carries exchange timestamps), ``quote`` or ``ltp``.
+    clock
+        Receive-time source, Unix ns (tests map it onto a recording's time line).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        access_token: str,
+        tokens: list[int],
+        on_message: Callable[[int, bytes], None],
+        *,
+        mode: str = "full",
+        silence_s: float = SILENCE_S,
+        backoff_first_s: float = BACKOFF_FIRST_S,
+        backoff_cap_s: float = BACKOFF_CAP_S,
+        per_connection: int = MAX_TOKENS_PER_CONNECTION,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if mode not in MODES:
+            raise StreamError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        self.url = url.rstrip("/")
+        self._query = urlencode({"api_key": api_key, "access_token": access_token})
+        self.shards = shard(tokens, per_connection)
+        self.mode = mode
+        self.on_message = on_message
+        self.silence_s = silence_s
+        self.backoff_first_s = backoff_first_s
+        self.backoff_cap_s = backoff_cap_s
+        self.clock = clock
+        self.status = [ConnectionStatus(i, len(s)) for i, s in enumerate(self.shards)]
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    # --- the consumer's side ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; returns at once."""
+        self._thread = threading.Thread(target=self._main, name="kite-stream", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def stop(self) -> None:
+        """Close every connection and end the thread."""
+        if self._loop is not None and self._stopping is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already finished
+                self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join()
+
+    def check(self) -> None:
+        """Raise the stream's fatal error (e.g. :class:`AuthError`), if any."""
+        if self.error is not None:
+            raise self.error
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- the stream's thread ------------------------------------------------------------
+
+    def _main(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        self._stopping = asyncio.Event()
+        self._ready.set()
+        try:
+            loop.run_until_complete(self._run_all())
+        except BaseException as e:  # handed to the consumer, never lost
+            self.error = e
+        finally:
+            loop.close()
+
+    async def _run_all(self) -> None:
+        assert self._stopping is not None
+        tasks = [asyncio.create_task(self._connection(i)) for i in range(len(self.shards))]
+        stop = asyncio.create_task(self._stopping.wait())
+        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in [*tasks, stop]:
+            task.cancel()
+        await asyncio.gather(*tasks, stop, return_exceptions=True)
+        for status in self.status:
+            if status.state != "failed":
+                status.state = "stopped"
+        for task in done:
+            if task is not stop and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+    async def _connection(self, index: int) -> None:
+        status = self.status[index]
+        tokens = self.shards[index]
+        attempt = 0
+        while True:
+            status.state = "connecting" if status.reconnects == 0 else "reconnecting"
+            try:
+                async with connect(
+                    f"{self.url}?{self._query}",
+                    max_size=MAX_PAYLOAD,
+                    compression=None,
+                    ping_interval=None,
+                    open_timeout=10,
+                    proxy=None,
+                ) as ws:
+                    await self._subscribe(ws, tokens)
+                    status.state = "connected"
+                    attempt = 0
+                    log.info(
+                        "kite connection %d: subscribed %d tokens in %s mode",
+                        index,
+                        len(tokens),
+                        self.mode,
+                    )
+                    await self._receive(ws, status)
+            except InvalidStatus as e:
+                if e.response.status_code == HTTP_FORBIDDEN:
+                    status.state = "failed"
+                    raise AuthError(
+                        "Kite refused the API key or access token (HTTP 403): "
+                        "the access token is invalid or expired"
+                    ) from None
+                log.warning(
+                    "kite connection %d: handshake refused (HTTP %d)", index, e.response.status_code
+                )
+            except TimeoutError:
+                log.warning(
+                    "kite connection %d: no message for %.0f s, reconnecting", index, self.silence_s
+                )
+            except (OSError, ConnectionClosed, InvalidHandshake) as e:
+                log.warning("kite connection %d lost: %s", index, e or type(e).__name__)
+            delay = min(self.backoff_first_s * 2**attempt, self.backoff_cap_s)
+            delay *= random.uniform(0.5, 1.0)
+            attempt += 1
+            status.reconnects += 1
+            status.state = "reconnecting"
+            log.info("kite connection %d: reconnecting in %.1f s", index, delay)
+            await asyncio.sleep(delay)
+
+    async def _subscribe(self, ws: ClientConnection, tokens: list[int]) -> None:
+        await ws.send(orjson.dumps({"a": "subscribe", "v": tokens}).decode())
+        await ws.send(orjson.dumps({"a": "mode", "v": [self.mode, tokens]}).decode())
+
+    async def _receive(self, ws: ClientConnection, status: ConnectionStatus) -> None:
+        while True:
+            message = await asyncio.wait_for(ws.recv(), self.silence_s)
+            now = self.clock()
+            status.last_message_ns = now
+            status.messages += 1
+            if isinstance(message, bytes):
+                self.on_message(now, message)
+            else:
+                self._text(status.index, message)
+
+    @staticmethod
+    def _text(index: int, text: str) -> None:
+        """Text frames are never ticks: errors are logged, order updates noted."""
+        try:
+            data = orjson.loads(text)
+            kind = data.get("type") if isinstance(data, dict) else None
+        except orjson.JSONDecodeError:
+            kind = None
+        if kind == "error":
+            log.error("kite connection %d: error from Kite: %s", index, data.get("data"))
+        elif kind in ("order", "message"):
+            log.info("kite connection %d: %s message: %s", index, kind, data.get("data"))
+        else:
+            log.warning("kite connection %d: unexpected text frame: %.200s", index, text)
