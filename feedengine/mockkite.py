@@ -124,6 +124,8 @@ class MockKite:
         self.start_on_subscribe = start_on_subscribe
         #: Packets sent to clients in total, and whether the stream has ended.
         self.packets_sent = 0
+        #: Every data frame queued for a client, in order (tests check what arrived).
+        self.frames: list[bytes] = []
         self.connections = 0
         self.finished = threading.Event()
         self._clients: set[_Client] = set()
@@ -351,7 +353,9 @@ class MockKite:
             if parts:
                 out = np.concatenate(parts)
                 self.packets_sent += len(out)
-                client.queue.put_nowait(wire.encode(out))
+                frame = wire.encode(out)
+                self.frames.append(frame)
+                client.queue.put_nowait(frame)
 
     async def _inject(self, fault: Fault, seconds: float) -> None:
         for client in list(self._clients):

@@ -11,6 +11,7 @@ consumer's thread. SPEC section 6.
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import random
 import threading
@@ -94,8 +95,11 @@ def shard(
     if not tokens:
         raise StreamError("no instrument tokens to subscribe")
     n = -(-len(tokens) // per_connection)
-    size = -(-len(tokens) // n)  # balance the shards
-    return [tokens[i : i + size] for i in range(0, len(tokens), size)]
+    base, extra = divmod(len(tokens), n)  # balance the shards
+    bounds = [0]
+    for i in range(n):
+        bounds.append(bounds[-1] + base + (i < extra))
+    return [tokens[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 class KiteStream:
@@ -208,7 +212,8 @@ class KiteStream:
         status = self.status[index]
         tokens = self.shards[index]
         attempt = 0
-        while True:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
             status.state = "connecting" if status.reconnects == 0 else "reconnecting"
             try:
                 async with connect(
@@ -258,8 +263,12 @@ class KiteStream:
         await ws.send(orjson.dumps({"a": "mode", "v": [self.mode, tokens]}).decode())
 
     async def _receive(self, ws: ClientConnection, status: ConnectionStatus) -> None:
-        while True:
-            message = await asyncio.wait_for(ws.recv(), self.silence_s)
+        assert self._stopping is not None
+        while not self._stopping.is_set():
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that races with a message arriving, and stop() would hang.
+            async with asyncio.timeout(self.silence_s):
+                message = await ws.recv()
             now = self.clock()
             status.last_message_ns = now
             status.messages += 1
