@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import time as dt_time
 from enum import Enum
 from http import HTTPStatus
 from pathlib import Path
@@ -432,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--ticks", type=Path, metavar="FILE", help="serve this tick file")
     src.add_argument("--simulate", action="store_true", help="serve a simulated session")
     p.add_argument("--instruments", type=int, default=50, help="simulated instruments")
+    p.add_argument("--start", default="09:00", metavar="HH:MM",
+                   help="simulated session start, IST (default 09:00)")
     p.add_argument("--speed", type=float, default=1.0, help="pace (1 = real time, 0 = max)")
     p.add_argument("--loop", action="store_true", help="start the tick file again at its end")
     p.add_argument("--port", type=int, default=8765)
@@ -446,7 +449,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mockkite: error: {e}", file=sys.stderr)
             return 1
     else:
-        config = SimConfig(instruments=args.instruments)
+        try:
+            config = SimConfig(instruments=args.instruments,
+                               start=dt_time.fromisoformat(args.start))
+        except ValueError as e:
+            print(f"mockkite: error: {e}", file=sys.stderr)
+            return 2
         rows = instrument_rows(sim_instruments(config))
 
         def messages() -> Iterator[tuple[int, bytes]]:
