@@ -1,7 +1,10 @@
 """Fixtures shared by tests and benchmarks: a real PostgreSQL (the configured one, else
 an embedded server)."""
 
+import asyncio
 import os
+import socket
+import threading
 import uuid
 from pathlib import Path
 
@@ -38,3 +41,46 @@ def table_prefix(pg):
     ).fetchall()
     for (name,) in rows:
         pg.execute(f'DROP TABLE IF EXISTS "{name}"')
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker():
+    """``(host, port)`` of a real MQTT broker: 127.0.0.1:1883 when it answers, else a local
+    amqtt broker started for the session."""
+    if _answers("127.0.0.1", 1883):
+        yield "127.0.0.1", 1883
+        return
+    from amqtt.broker import Broker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = {
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "auth": {"allow-anonymous": True},
+    }
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    stop = asyncio.Event()
+
+    async def serve():
+        broker = Broker(config)
+        await broker.start()
+        ready.set()
+        await stop.wait()
+        await broker.shutdown()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(30), "amqtt broker did not start"
+    yield "127.0.0.1", port
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)

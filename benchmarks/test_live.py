@@ -44,17 +44,34 @@ def free_port() -> int:
 def test_socket_to_kernel(report, benchmark):
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "feedengine.mockkite", "--simulate", "--instruments",
-         str(INSTRUMENTS), "--speed", "0", "--start", "10:00", "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        [
+            sys.executable,
+            "-m",
+            "feedengine.mockkite",
+            "--simulate",
+            "--instruments",
+            str(INSTRUMENTS),
+            "--speed",
+            "0",
+            "--start",
+            "10:00",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         assert "mock Kite at" in server.stdout.readline()
-        rows = instrument_rows(sim_instruments(SimConfig(instruments=INSTRUMENTS,
-                                                         start=dt_time(10, 0))))
+        rows = instrument_rows(
+            sim_instruments(SimConfig(instruments=INSTRUMENTS, start=dt_time(10, 0)))
+        )
         instruments = [Instrument.from_dict(r) for r in rows]
         frames: list[bytes] = []
-        source = LiveSource(instruments, f"ws://127.0.0.1:{port}", DEFAULT_API_KEY,
-                            DEFAULT_ACCESS_TOKEN)
+        source = LiveSource(
+            instruments, f"ws://127.0.0.1:{port}", DEFAULT_API_KEY, DEFAULT_ACCESS_TOKEN
+        )
         tap = source._on_message
 
         def keep(recv_ns: int, message: bytes) -> None:
@@ -66,8 +83,9 @@ def test_socket_to_kernel(report, benchmark):
         pipeline = Pipeline(CandleEngine(instruments, CandleConfig()), MemorySink())
         threading.Timer(SECONDS, pipeline.stop).start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        summary = benchmark.pedantic(pipeline.run, args=(source,), kwargs={"live": True},
-                                     rounds=1, iterations=1)
+        summary = benchmark.pedantic(
+            pipeline.run, args=(source,), kwargs={"live": True}, rounds=1, iterations=1
+        )
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     finally:
         server.terminate()
@@ -80,10 +98,18 @@ def test_socket_to_kernel(report, benchmark):
     parsed = sum(len(ticker._parse_binary(f)) for f in frames)
     base_per_tick = (time.process_time() - t0) / parsed
     ratio = base_per_tick / cpu_per_tick
-    report("live_socket_to_kernel", {
-        "instruments": INSTRUMENTS, "connections": len(source.status), "ticks": ticks,
-        "ticks_per_s": ticks / wall, "cpu_us_per_tick": cpu_per_tick * 1e6,
-        "core_share_at_10k_ticks_per_s": cpu_per_tick * 10_000,
-        "core_share_at_kite_max": cpu_per_tick * KITE_MAX_TICKS_PER_S,
-        "kiteconnect_parse_us_per_tick": base_per_tick * 1e6, "ratio": ratio})
+    report(
+        "live_socket_to_kernel",
+        {
+            "instruments": INSTRUMENTS,
+            "connections": len(source.status),
+            "ticks": ticks,
+            "ticks_per_s": ticks / wall,
+            "cpu_us_per_tick": cpu_per_tick * 1e6,
+            "core_share_at_10k_ticks_per_s": cpu_per_tick * 10_000,
+            "core_share_at_kite_max": cpu_per_tick * KITE_MAX_TICKS_PER_S,
+            "kiteconnect_parse_us_per_tick": base_per_tick * 1e6,
+            "ratio": ratio,
+        },
+    )
     assert ratio >= GATE_RATIO, f"{ratio:.0f}x"

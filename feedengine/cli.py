@@ -14,6 +14,7 @@ import time as _time
 from datetime import date, datetime, time
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from dotenv import load_dotenv
 
@@ -28,6 +29,7 @@ from feedengine.database import (
     symbols_from_db,
 )
 from feedengine.flusher import FlusherError
+from feedengine.heartbeat import Monitor, MqttPublisher
 from feedengine.instruments import (
     Instrument,
     InstrumentsError,
@@ -68,8 +70,15 @@ class BrokerError(Exception):
     """``--test-broker`` found a problem: reported as one line, exit status 1."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as the one line every other error is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"feedengine: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m feedengine",
         description="Kite Connect ticks to OHLC candles in PostgreSQL. Without --replay or "
         "--simulate it streams the live Kite feed for the instruments given.",
@@ -159,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="connect to the database, check or create the candle tables, report and exit",
     )
     ops.add_argument(
+        "--no-mqtt",
+        action="store_true",
+        help="no MQTT heartbeats, even with MQTT_BROKER set",
+    )
+    ops.add_argument(
         "--env-file",
         type=Path,
         metavar="PATH",
@@ -172,6 +186,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"feedengine {__version__}")
     return p
+
+
+class ProgressBar:
+    """A one-line replay progress bar with ticks/s, for terminals only."""
+
+    WIDTH = 30
+    #: Redraw at most this often (seconds).
+    EVERY_S = 0.2
+
+    def __init__(self, source: ReplaySource, pipeline: Pipeline) -> None:
+        self.source = source
+        self.pipeline = pipeline
+        self.started = _time.monotonic()
+        self.drawn = 0.0
+
+    def __call__(self) -> None:
+        now = _time.monotonic()
+        if now - self.drawn < self.EVERY_S:
+            return
+        self.drawn = now
+        done = self.source.progress
+        ticks = self.pipeline.summary.ticks
+        bar = "#" * int(done * self.WIDTH)
+        rate = ticks / max(now - self.started, 1e-9)
+        print(
+            f"\r[{bar:<{self.WIDTH}}] {done:6.1%} {ticks:>12,} ticks {rate:>12,.0f}/s",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 class Database:
@@ -421,13 +465,35 @@ def run_pipeline(
     checkpoint = config.checkpoint_path("live" if live else "replay")
     pipeline = Pipeline(engine, sink, checkpoint=checkpoint, spill=spill)
     install_signal_handlers(pipeline)
+    publisher = None
+    if config.mqtt_broker and not args.no_mqtt:
+        publisher = MqttPublisher(
+            config.mqtt_broker,
+            config.mqtt_port,
+            config.mqtt_topic_prefix,
+            config.service_id,
+            username=config.mqtt_username,
+            password=config.mqtt_password,
+            tls=config.mqtt_use_tls,
+            interval_s=config.heartbeat_interval,
+        )
+    monitor = Monitor(pipeline.status, config.heartbeat_interval, publisher, config.service_id)
+    pipeline.on_stopping = monitor.stopping
+    if isinstance(source, ReplaySource) and sys.stderr.isatty():
+        pipeline.on_batch = ProgressBar(source, pipeline)
     log.info(
         "%s: %d instruments, intervals %s",
         source.name,
         len(instruments),
         ",".join(map(str, intervals)),
     )
-    summary = pipeline.run(source, live=live, finalize=not args.no_finalize)
+    monitor.start()
+    try:
+        summary = pipeline.run(source, live=live, finalize=not args.no_finalize)
+    finally:
+        monitor.stop()
+    if pipeline.on_batch is not None:
+        print(file=sys.stderr)
     for line in summary.lines():
         print(line)
     return EXIT_FAILURE if summary.spilled else 0

@@ -197,7 +197,7 @@ class MockKite:
             ping_interval=None,
         ) as server:
             self._server = server
-            self.port = server.sockets[0].getsockname()[1] if self.port == 0 else self.port
+            self.port = next(iter(server.sockets)).getsockname()[1] if self.port == 0 else self.port
             self._ready.set()
             market = asyncio.create_task(self._market())
             beats = asyncio.create_task(self._heartbeats())
@@ -433,8 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     src.add_argument("--ticks", type=Path, metavar="FILE", help="serve this tick file")
     src.add_argument("--simulate", action="store_true", help="serve a simulated session")
     p.add_argument("--instruments", type=int, default=50, help="simulated instruments")
-    p.add_argument("--start", default="09:00", metavar="HH:MM",
-                   help="simulated session start, IST (default 09:00)")
+    p.add_argument(
+        "--start",
+        default="09:00",
+        metavar="HH:MM",
+        help="simulated session start, IST (default 09:00)",
+    )
     p.add_argument("--speed", type=float, default=1.0, help="pace (1 = real time, 0 = max)")
     p.add_argument("--loop", action="store_true", help="start the tick file again at its end")
     p.add_argument("--port", type=int, default=8765)
@@ -450,8 +454,9 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         try:
-            config = SimConfig(instruments=args.instruments,
-                               start=dt_time.fromisoformat(args.start))
+            config = SimConfig(
+                instruments=args.instruments, start=dt_time.fromisoformat(args.start)
+            )
         except ValueError as e:
             print(f"mockkite: error: {e}", file=sys.stderr)
             return 2

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,12 +110,35 @@ class Pipeline:
         self.stop_event = threading.Event()
         self.summary = Summary()
         self.flusher: Flusher | None = None
+        #: starting | running | stopping: what the heartbeat reports.
+        self.state = "starting"
+        #: Called after every batch (the replay progress bar) and when stopping begins.
+        self.on_batch: Callable[[], None] | None = None
+        self.on_stopping: Callable[[], None] | None = None
+        self._source: Source | None = None
+        self._last_tick_wall: float | None = None
         self._faults = np.zeros(_wire.NUM_FAULTS, np.int64)
         self._ticks = np.empty(TICK_BUFFER, KTICK_DTYPE)
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop after the current batch (thread- and signal-safe)."""
         self.stop_event.set()
+
+    def status(self) -> dict[str, Any]:
+        """Counters for the heartbeat and the status line (any thread)."""
+        flusher = self.flusher
+        lag = None if self._last_tick_wall is None else time.time() - self._last_tick_wall
+        connections = getattr(self._source, "status", [])
+        return {
+            "state": self.state,
+            "ticks_total": self.summary.ticks,
+            "candles_written": flusher.rows_written if flusher else 0,
+            "rows_pending": self.engine.kernel.pending,
+            "rows_spilled": flusher.spilled if flusher else 0,
+            "seconds_since_last_tick": None if lag is None else round(lag, 3),
+            "database_ok": bool(flusher is None or (flusher.sink_ok and not flusher.spilled)),
+            "connections": [c.as_dict() for c in connections],
+        }
 
     def run(
         self,
@@ -149,16 +173,23 @@ class Pipeline:
         flusher.start()
         started = time.perf_counter()
         ended = False
+        self._source = source
         try:
             source.start()
+            self.state = "running"
             for batch in source.batches():
                 self._apply(batch, flusher)
                 if live:
                     engine.advance_clock(clock(), flusher.wait_for_space)
+                if self.on_batch is not None:
+                    self.on_batch()
                 if self.stop_event.is_set():
                     break
             else:
                 ended = not live
+            self.state = "stopping"
+            if self.on_stopping is not None:
+                self.on_stopping()
             self.summary.finished = ended and finalize
             if self.summary.finished:
                 engine.finalize(flusher.wait_for_space)
@@ -201,6 +232,8 @@ class Pipeline:
             )
             self.engine.process(self._ticks[:end], flusher.wait_for_space)
             self.summary.ticks += end
+            if end:
+                self._last_tick_wall = time.time()
             if self.engine.kernel.pending >= flusher.batch_rows:
                 flusher.nudge()
         self.summary.messages += n

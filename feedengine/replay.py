@@ -37,6 +37,7 @@ class ReplaySource:
         self._stop = threading.Event()
         self._skip = 0
         self._ended = False
+        self._bytes = 0
         #: Records handed out so far (including any skipped on resume).
         self.records = 0
 
@@ -49,6 +50,11 @@ class ReplaySource:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @property
+    def progress(self) -> float:
+        """Fraction of the file read so far, by bytes."""
+        return min(1.0, self._bytes / max(self.reader.size, 1))
 
     def position(self) -> dict[str, str | int]:
         return {
@@ -77,6 +83,7 @@ class ReplaySource:
     def _records(self) -> Iterator[MessageBatch]:
         skip = self._skip
         for batch in self.reader.batches():
+            self._bytes = int(batch.offsets[-1] + batch.lengths[-1])
             if skip >= len(batch):
                 skip -= len(batch)
                 self.records += len(batch)

@@ -632,3 +632,12 @@ def test_sample_file_is_current():
     names = [i["tradingsymbol"] for i in reader.instruments]
     assert names[:45] == [name for name, _ in sim.NIFTY50[:45]]
     assert names[45:] == ["NIFTY 50", "NIFTY BANK"]
+
+
+def test_instruments_sample_names_the_sample_file():
+    listed = [
+        line
+        for line in (ROOT / "instruments_sample.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
+    assert listed == [name for name, _ in sim.NIFTY50[:45]]
