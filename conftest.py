@@ -1,10 +1,8 @@
 """Fixtures shared by tests and benchmarks: a real PostgreSQL (the configured one, else
 an embedded server)."""
 
-import asyncio
 import os
 import socket
-import threading
 import uuid
 from pathlib import Path
 
@@ -58,29 +56,8 @@ def mqtt_broker():
     if _answers("127.0.0.1", 1883):
         yield "127.0.0.1", 1883
         return
-    from amqtt.broker import Broker
+    from tests.brokers import start_amqtt
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = {
-        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
-        "auth": {"allow-anonymous": True},
-    }
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    stop = asyncio.Event()
-
-    async def serve():
-        broker = Broker(config)
-        await broker.start()
-        ready.set()
-        await stop.wait()
-        await broker.shutdown()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(30), "amqtt broker did not start"
+    port, stop = start_amqtt()
     yield "127.0.0.1", port
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(10)
+    stop()
