@@ -48,6 +48,8 @@ FLUSH_BYTES = 1 << 20
 BATCH_RECORDS = 4096
 
 _SCAN = _tickfile.SCAN_CODES
+#: Linux's "drop these pages" advice for a file mapping; None where the OS has none.
+_MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
 
 
 class TickFileError(Exception):
@@ -228,11 +230,19 @@ class TickReader:
             # Not closed explicitly: batches handed out may still view it; it is unmapped
             # when the last of them is dropped.
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-        yield from self._scan(np.frombuffer(mm, dtype=np.uint8), batch_records)
+        yield from self._scan(mm, np.frombuffer(mm, dtype=np.uint8), batch_records)
 
-    def _scan(self, buf: np.ndarray, batch_records: int) -> Iterator[MessageBatch]:
+    def _scan(self, mm: mmap.mmap, buf: np.ndarray, batch_records: int) -> Iterator[MessageBatch]:
         pos, last_ns = self.data_offset, -(2**63)
+        released = 0
         while pos < len(buf):
+            # The consumer is done with the batches before ``pos``: drop their pages from
+            # this process's resident set (they stay in the page cache and fault back in
+            # if a batch is read again), so a day-long file keeps RSS flat.
+            upto = pos // mmap.PAGESIZE * mmap.PAGESIZE
+            if upto > released and _MADV_DONTNEED is not None:
+                mm.madvise(_MADV_DONTNEED, released, upto - released)
+                released = upto
             recv_ns = np.empty(batch_records, np.int64)
             offsets = np.empty(batch_records, np.int64)
             lengths = np.empty(batch_records, np.int64)

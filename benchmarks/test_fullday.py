@@ -1,0 +1,207 @@
+"""Full-day replay: a simulated 3000-instrument session, tick file to candles committed in
+PostgreSQL, end to end; and memory over a 9000-instrument day with 4 intervals.
+
+Ours: ``ReplaySource`` → batch decoder → kernel → flusher → ``PostgresSink``, as
+``python -m feedengine --replay`` runs it. Baseline, same process, same file: a
+straightforward pipeline of kiteconnect's ``_parse_binary``, a dict-per-symbol aggregator
+and psycopg ``executemany`` upserts, timed on the first ticks of the day. SPEC section 9
+targets: 5 M ticks/s on a 20 M-tick day; RSS flat and at most 200 MB at 9000 instruments x
+4 intervals. ``make bench`` runs the 20 M-tick day; the ``make test`` gate runs 2 M ticks.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import numpy as np
+import psycopg
+import pytest
+from kiteconnect import KiteTicker
+
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.database import PostgresSink, table_names
+from feedengine.pipeline import Pipeline
+from feedengine.reference import candles as ref_candles
+from feedengine.replay import ReplaySource
+from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
+from feedengine.simulator import SimConfig, simulate
+from feedengine.spill import SpillFile
+
+from .conftest import MODE
+
+TICKS = 2_000_000 if MODE == "gate" else 20_000_000
+BASELINE_TICKS = 20_000 if MODE == "gate" else 100_000
+TARGET, GATE_RATIO = 5e6, 10
+MEMORY_TICKS = 2_000_000 if MODE == "gate" else 20_000_000
+MEMORY_LIMIT_MB = 200
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_mb(pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * PAGE / 2**20
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, every_s=0.1):
+        super().__init__(daemon=True)
+        self.samples: list[float] = []
+        self.every_s = every_s
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(self.every_s):
+            self.samples.append(rss_mb())
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    path = tmp_path_factory.mktemp("fullday") / "day.ticks"
+    simulate(path, SimConfig(instruments=3000, ticks=TICKS, seed=9))
+    yield path
+    path.unlink()
+
+
+def baseline(path, dsn, table, n_ticks):
+    """kiteconnect's parser + a dict aggregator + executemany, on the first n_ticks."""
+    source = ReplaySource(path)
+    sessions = {}
+    for inst in source.instruments:
+        s = DEFAULT_SESSIONS[exchange_for(inst.segment, inst.exchange)]
+        sessions[inst.instrument_token] = (s.open_s, s.close_s)
+    symbols = {i.instrument_token: i.tradingsymbol for i in source.instruments}
+    ticker = KiteTicker("key", "token")
+    t0 = time.perf_counter()
+    ticks = []
+    for recv_ns, message in source.reader.messages():
+        for t in ticker._parse_binary(message):
+            div = 100 if t["instrument_token"] & 0xFF not in (3, 6, 12) else None
+            if div is None:
+                continue
+            ticks.append(
+                {
+                    "recv_ns": recv_ns,
+                    "instrument_token": t["instrument_token"],
+                    "last_price": round(t["last_price"] * div),
+                    "volume_traded": t.get("volume_traded", 0),
+                    "exchange_timestamp": int(t["exchange_timestamp"].timestamp())
+                    if t.get("exchange_timestamp")
+                    else 0,
+                    "last_trade_time": int(t["last_trade_time"].timestamp())
+                    if t.get("last_trade_time")
+                    else 0,
+                    "packet_length": 184 if t["mode"] == "full" and t["tradable"] else 32,
+                    "has_volume": t["tradable"] and "volume_traded" in t,
+                }
+            )
+        if len(ticks) >= n_ticks:
+            break
+    result = ref_candles.aggregate(ticks, sessions, [1, 5, 15])
+    with psycopg.connect(dsn) as conn:
+        conn.cursor().executemany(
+            f'INSERT INTO "{table}" VALUES (to_timestamp(%s / 1e9) AT TIME ZONE '
+            "'Asia/Kolkata', %s, %s / 100.0, %s / 100.0, %s / 100.0, %s / 100.0, %s) "
+            "ON CONFLICT (tradingsymbol, datetime) DO UPDATE SET open = EXCLUDED.open, "
+            "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
+            "volume = EXCLUDED.volume",
+            [(s, symbols[tok], o, h, lo, c, v) for tok, _m, s, o, h, lo, c, v in result.rows],
+        )
+    return len(ticks), time.perf_counter() - t0
+
+
+def test_full_day_replay_into_postgres(day, pg_dsn, tmp_path, report, benchmark):
+    prefix = f"day_{uuid.uuid4().hex[:8]}"
+    tables = table_names((1, 5, 15), prefix + "_{interval}min")
+    source = ReplaySource(day)
+    engine = CandleEngine(source.instruments, CandleConfig(intervals=(1, 5, 15)))
+    pipeline = Pipeline(
+        engine, PostgresSink(pg_dsn, tables), spill=SpillFile(tmp_path / "spill.bin")
+    )
+    sampler = RssSampler()
+    sampler.start()
+    summary = benchmark.pedantic(pipeline.run, args=(source,), rounds=1, iterations=1)
+    sampler.done.set()
+    rate = summary.ticks / summary.wall_s
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        rows = sum(
+            conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables.values()
+        )
+        conn.execute(
+            f'CREATE TABLE "{prefix}_base" (datetime TIMESTAMP, tradingsymbol TEXT, '
+            "open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC, volume BIGINT, "
+            "PRIMARY KEY (tradingsymbol, datetime))"
+        )
+        try:
+            base_n, base_s = baseline(day, pg_dsn, f"{prefix}_base", BASELINE_TICKS)
+        finally:
+            for t in [*tables.values(), f"{prefix}_base"]:
+                conn.execute(f'DROP TABLE IF EXISTS "{t}"')
+    assert summary.spilled == 0 and rows == sum(summary.candles.values())
+    ratio = rate / (base_n / base_s)
+    report(
+        "full_day_replay",
+        {
+            "ticks": summary.ticks,
+            "candle_rows": rows,
+            "wall_s": summary.wall_s,
+            "ticks_per_s": rate,
+            "baseline_ticks_per_s": base_n / base_s,
+            "ratio": ratio,
+            "target_ticks_per_s": TARGET,
+            "max_rss_mb": max(sampler.samples, default=rss_mb()),
+        },
+    )
+    assert ratio >= GATE_RATIO, f"{ratio:.0f}x"
+
+
+def test_memory_flat_at_9000_instruments_4_intervals(tmp_path, pg_dsn, report):
+    """RSS of ``python -m feedengine --replay`` (its own process) over a whole day."""
+    path = tmp_path / "wide.ticks"
+    simulate(path, SimConfig(instruments=9000, ticks=MEMORY_TICKS, seed=12))
+    template = f"mem_{uuid.uuid4().hex[:8]}" + "_{interval}min"
+    env = {
+        "PATH": os.environ["PATH"],
+        "PG_CONN_STR": pg_dsn,
+        "FEEDENGINE_HOME": str(tmp_path),
+        "CANDLE_TABLE_TEMPLATE": template,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feedengine", "--replay", str(path), "--intervals", "1,5,15,60"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    samples = []
+    while proc.poll() is None:
+        try:
+            samples.append(rss_mb(proc.pid))
+        except (OSError, ValueError):
+            break
+        time.sleep(0.05)
+    _, err = proc.communicate()
+    path.unlink()
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        for minutes in (1, 5, 15, 60):
+            conn.execute(f'DROP TABLE IF EXISTS "{template.format(interval=minutes)}"')
+    assert proc.returncode == 0, err
+    rss = np.array(samples)
+    quarter = max(len(rss) // 4, 1)
+    growth = rss[-quarter:].mean() - rss[quarter : 2 * quarter].mean()
+    report(
+        "memory",
+        {
+            "instruments": 9000,
+            "intervals": 4,
+            "ticks": MEMORY_TICKS,
+            "samples": len(rss),
+            "max_rss_mb": float(rss.max()),
+            "growth_mb": float(growth),
+            "limit_mb": MEMORY_LIMIT_MB,
+        },
+    )
+    assert rss.max() <= MEMORY_LIMIT_MB
+    assert growth < 10, "RSS grows during the replay"
