@@ -5,8 +5,10 @@ Writes the PGCOPY stream (signature, one tuple per :c:type:`CandleRecord`, trail
 flusher's staging table straight from the numpy array, with exact NUMERIC prices built from
 the integer units: no Python object per row.
 
-Staging columns, in order: ``minutes int2, tradingsymbol text, dt_ist timestamp,
-dt_utc timestamptz, open numeric, high numeric, low numeric, close numeric, volume int8``.
+Two layouts. The staging table's columns: ``minutes int2, tradingsymbol text, dt_ist
+timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, close numeric,
+volume int8``. A candle table's (COPYed straight in when it is safe): ``datetime, tradingsymbol,
+open, high, low, close, volume``, the datetime as the IST wall clock or as the instant.
 """
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
@@ -21,6 +23,10 @@ cnp.import_array()
 
 cdef enum:
     N_FIELDS = 9
+    N_TABLE_FIELDS = 7
+    LAYOUT_STAGING_C = 0
+    LAYOUT_TABLE_WALL_C = 1     # candle table, TIMESTAMP: IST wall-clock bucket start
+    LAYOUT_TABLE_INSTANT_C = 2  # candle table, TIMESTAMPTZ: the instant
     # Upper bound of one encoded tuple: field count, 10 length words, fixed-size fields,
     # the symbol, and 4 NUMERICs of at most 8 header bytes + 6 base-10000 digits.
     MAX_TUPLE = 2 + N_FIELDS * 4 + 8 + 2 + SYMBOL_BYTES + 8 + 8 + 4 * (8 + 12) + 8
@@ -33,6 +39,10 @@ cdef int64_t PG_EPOCH_US = 946_684_800 * 1_000_000
 cdef int64_t IST_OFFSET_US = (5 * 3600 + 30 * 60) * 1_000_000
 
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
+LAYOUT_STAGING = LAYOUT_STAGING_C
+LAYOUT_TABLE_WALL = LAYOUT_TABLE_WALL_C
+LAYOUT_TABLE_INSTANT = LAYOUT_TABLE_INSTANT_C
+TABLE_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
 STAGING_COLUMNS = ("minutes", "tradingsymbol", "dt_ist", "dt_utc", "open", "high", "low",
                    "close", "volume")
 
@@ -105,8 +115,10 @@ cdef uint8_t* put_numeric(uint8_t* p, int64_t units, int decimals) noexcept nogi
     return p
 
 
-def encode(cnp.ndarray records):
-    """The PGCOPY stream of ``records`` (``RECORD_DTYPE``), as a ``bytearray``."""
+def encode(cnp.ndarray records, int layout=LAYOUT_STAGING_C):
+    """The PGCOPY stream of ``records`` (``RECORD_DTYPE``) in ``layout``, as a ``bytearray``."""
+    if layout not in (LAYOUT_STAGING_C, LAYOUT_TABLE_WALL_C, LAYOUT_TABLE_INSTANT_C):
+        raise ValueError(f"unknown layout {layout}")
     if records.dtype != RECORD_DTYPE or not cnp.PyArray_IS_C_CONTIGUOUS(records):
         raise TypeError("records must be a contiguous RECORD_DTYPE array")
     cdef Py_ssize_t n = records.shape[0], i
@@ -125,18 +137,25 @@ def encode(cnp.ndarray records):
     with nogil:
         for i in range(n):
             r = rec + i
-            p = put16(p, N_FIELDS)
-            p = put32(p, 2)
-            p = put16(p, <uint16_t>r.minutes)
+            utc_us = r.bucket_start_ns // 1000 - PG_EPOCH_US
             slen = symbol_length(r.symbol)
+            if layout == LAYOUT_STAGING_C:
+                p = put16(p, N_FIELDS)
+                p = put32(p, 2)
+                p = put16(p, <uint16_t>r.minutes)
+            else:
+                p = put16(p, N_TABLE_FIELDS)
+                p = put32(p, 8)
+                p = put64(p, <uint64_t>(utc_us + (IST_OFFSET_US if layout == LAYOUT_TABLE_WALL_C
+                                                  else 0)))
             p = put32(p, <uint32_t>slen)
             memcpy(p, r.symbol, slen)
             p += slen
-            utc_us = r.bucket_start_ns // 1000 - PG_EPOCH_US
-            p = put32(p, 8)
-            p = put64(p, <uint64_t>(utc_us + IST_OFFSET_US))
-            p = put32(p, 8)
-            p = put64(p, <uint64_t>utc_us)
+            if layout == LAYOUT_STAGING_C:
+                p = put32(p, 8)
+                p = put64(p, <uint64_t>(utc_us + IST_OFFSET_US))
+                p = put32(p, 8)
+                p = put64(p, <uint64_t>utc_us)
             p = put_numeric(p, r.open, r.decimals)
             p = put_numeric(p, r.high, r.decimals)
             p = put_numeric(p, r.low, r.decimals)

@@ -83,10 +83,12 @@ def crc32(const uint8_t[::1] data, uint32_t value=0):
 
 
 def scan_records(const uint8_t[::1] buf, Py_ssize_t pos, int64_t last_recv_ns,
-                 int64_t[::1] recv_ns, int64_t[::1] offsets, int64_t[::1] lengths):
+                 int64_t[::1] recv_ns, int64_t[::1] offsets, int64_t[::1] lengths,
+                 Py_ssize_t max_bytes=-1):
     """Index the records of ``buf`` from byte ``pos`` into the three output arrays.
 
-    Stops at the end of ``buf``, when the arrays are full, or at the first bad record.
+    Stops at the end of ``buf``, when the arrays are full, once ``max_bytes`` (if not -1)
+    have been indexed, or at the first bad record.
     Returns ``(records, next pos, code)``: ``code`` is one of ``SCAN_CODES`` and, when not
     ok, ``next pos`` is the byte offset of the bad record. ``offsets`` point at payloads.
     """
@@ -96,10 +98,11 @@ def scan_records(const uint8_t[::1] buf, Py_ssize_t pos, int64_t last_recv_ns,
     cdef int64_t t
     cdef uint32_t crc
     cdef int code = SCAN_OK
+    cdef Py_ssize_t stop_at = n if max_bytes < 0 else min(n, pos + max_bytes)
     if offsets.shape[0] < cap or lengths.shape[0] < cap:
         raise ValueError("index arrays disagree in length")
     with nogil:
-        while k < cap and pos < n:
+        while k < cap and pos < stop_at:
             if pos + RECORD_HEAD > n:
                 code = SCAN_TORN
                 break

@@ -4,6 +4,10 @@ import numpy as np
 
 SIGNATURE: bytes
 STAGING_COLUMNS: tuple[str, ...]
+TABLE_COLUMNS: tuple[str, ...]
+LAYOUT_STAGING: int
+LAYOUT_TABLE_WALL: int
+LAYOUT_TABLE_INSTANT: int
 
-def encode(records: np.ndarray) -> bytearray: ...
+def encode(records: np.ndarray, layout: int = ...) -> bytearray: ...
 def record_layout() -> tuple[int, dict[str, int]]: ...

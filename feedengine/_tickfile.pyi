@@ -14,4 +14,5 @@ def scan_records(
     recv_ns: NDArray[np.int64],
     offsets: NDArray[np.int64],
     lengths: NDArray[np.int64],
+    max_bytes: int = -1,
 ) -> tuple[int, int, int]: ...

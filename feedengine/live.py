@@ -18,8 +18,9 @@ from feedengine.source import MessageBatch
 from feedengine.ticker import ConnectionStatus, KiteStream
 from feedengine.tickfile import TickWriter, make_meta
 
-#: Longest the pipeline waits for a message before it runs its clock anyway (seconds).
-BATCH_WAIT_S = 0.1
+#: Longest the pipeline waits for a message before it runs its clock anyway (seconds): the
+#: granularity with which idle candles close after their end + grace.
+BATCH_WAIT_S = 0.05
 #: Messages per batch handed to the decoder at most.
 BATCH_MESSAGES = 4096
 #: Messages the queue holds: minutes of Kite's busiest stream (3 connections, a few frames

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from datetime import time as dt_time
 from enum import Enum
 from http import HTTPStatus
@@ -36,7 +37,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from feedengine import wire
-from feedengine.segments import Segment
+from feedengine.segments import IST, Segment
+from feedengine.simulator import SimConfig
+from feedengine.simulator import instruments as sim_instruments
+from feedengine.simulator import messages as sim_messages
 from feedengine.tickfile import MAX_PAYLOAD, TickReader
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,9 @@ class MockKite:
         Pace relative to the stream's receive times (1 = real time, 0 = flat out).
     start_on_subscribe
         Start the market clock when the first client subscribes (tests), not at start.
+    origin
+        ``(wall ns, stream ns)``: play stream time ``stream`` at wall-clock ``wall`` (and
+        the rest at ``speed`` from there), so another process can share the time line.
     """
 
     def __init__(
@@ -113,6 +120,7 @@ class MockKite:
         port: int = 0,
         heartbeat_s: float = HEARTBEAT_S,
         start_on_subscribe: bool = True,
+        origin: tuple[int, int] | None = None,
     ) -> None:
         self._messages = messages
         self.instruments = instruments
@@ -136,7 +144,8 @@ class MockKite:
         self._subscribed: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._origin: tuple[int, int] | None = None  # (wall ns, stream ns) at start
+        #: (wall ns, stream ns): the stream time played at that wall-clock instant.
+        self._origin: tuple[int, int] | None = origin
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -167,7 +176,7 @@ class MockKite:
         if self._origin is None:
             return 0
         wall, stream = self._origin
-        return stream + int((time.monotonic_ns() - wall) * (self.speed or 1.0))
+        return stream + int((time.time_ns() - wall) * (self.speed or 1.0))
 
     def inject(self, fault: Fault | str, seconds: float = 0.0) -> None:
         """Do ``fault`` to every connected client (``seconds``: how long silence lasts)."""
@@ -324,11 +333,9 @@ class MockKite:
             await self._subscribed.wait()
         for recv_ns, message in self._messages():
             if self._origin is None:
-                self._origin = (time.monotonic_ns(), recv_ns)
+                self._origin = (time.time_ns(), recv_ns)
             if self.speed > 0:
-                wait = (recv_ns - self._origin[1]) / self.speed - (
-                    time.monotonic_ns() - self._origin[0]
-                )
+                wait = (recv_ns - self._origin[1]) / self.speed - (time.time_ns() - self._origin[0])
                 if wait > 0:
                     await asyncio.sleep(wait / 1e9)
             if len(message) > 1:  # the server makes its own heartbeats
@@ -420,11 +427,12 @@ def instrument_rows(instruments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    from feedengine.simulator import SimConfig
-    from feedengine.simulator import instruments as sim_instruments
-    from feedengine.simulator import messages as sim_messages
+def session_start_ns(config: SimConfig) -> int:
+    """Unix ns of a simulated session's start (its IST date and start time)."""
+    return int(datetime.combine(config.date, config.start, IST).timestamp() * 10**9)
 
+
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m feedengine.mockkite",
         description="A local Kite-compatible WebSocket and REST server.",
@@ -438,6 +446,13 @@ def main(argv: list[str] | None = None) -> int:
         default="09:00",
         metavar="HH:MM",
         help="simulated session start, IST (default 09:00)",
+    )
+    p.add_argument(
+        "--origin-ns",
+        type=int,
+        metavar="NS",
+        help="play the simulated session (from --start on this instant's IST date) from "
+        "this wall-clock instant: stream time S + (wall - NS) * speed, S = the start",
     )
     p.add_argument("--speed", type=float, default=1.0, help="pace (1 = real time, 0 = max)")
     p.add_argument("--loop", action="store_true", help="start the tick file again at its end")
@@ -454,8 +469,17 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         try:
+            start = dt_time.fromisoformat(args.start)
+            day = (
+                datetime.fromtimestamp(args.origin_ns / 1e9, IST).date()
+                if args.origin_ns
+                else SimConfig().date
+            )
             config = SimConfig(
-                instruments=args.instruments, start=dt_time.fromisoformat(args.start)
+                instruments=args.instruments,
+                date=day,
+                start=start,
+                end=dt_time(23, 59, 59) if args.origin_ns else SimConfig().end,
             )
         except ValueError as e:
             print(f"mockkite: error: {e}", file=sys.stderr)
@@ -472,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         access_token=args.access_token,
         speed=args.speed,
         port=args.port,
-        start_on_subscribe=True,
+        start_on_subscribe=args.origin_ns is None,
+        origin=(args.origin_ns, session_start_ns(config)) if args.origin_ns else None,
     ).start()
     print(
         f"mock Kite at {server.url} (REST {server.root}); KITE_WS_URL={server.url} "

@@ -44,8 +44,11 @@ MAX_PAYLOAD: int = _tickfile.MAX_PAYLOAD
 FLUSH_INTERVAL = 1.0
 #: ... and whenever this many bytes are buffered.
 FLUSH_BYTES = 1 << 20
-#: Records indexed per batch: large enough that replay's per-batch Python work is noise.
+#: Records indexed per batch: large enough that replay's per-batch Python work is noise ...
 BATCH_RECORDS = 4096
+#: ... and bytes per batch, so that the mapped pages resident at once stay bounded (a
+#: 9000-instrument frame is ~40 kB; 4096 of them would be 160 MB).
+BATCH_BYTES = 8 << 20
 
 _SCAN = _tickfile.SCAN_CODES
 #: Linux's "drop these pages" advice for a file mapping; None where the OS has none.
@@ -246,7 +249,9 @@ class TickReader:
             recv_ns = np.empty(batch_records, np.int64)
             offsets = np.empty(batch_records, np.int64)
             lengths = np.empty(batch_records, np.int64)
-            k, pos, code = _tickfile.scan_records(buf, pos, last_ns, recv_ns, offsets, lengths)
+            k, pos, code = _tickfile.scan_records(
+                buf, pos, last_ns, recv_ns, offsets, lengths, BATCH_BYTES
+            )
             if k:
                 last_ns = int(recv_ns[k - 1])
                 yield MessageBatch(buf, recv_ns[:k], offsets[:k], lengths[:k])

@@ -193,10 +193,10 @@ records = st.lists(
 
 
 @settings(max_examples=200, deadline=None)
-@given(records)
-def test_encoder_equals_reference(rows):
+@given(records, st.sampled_from([0, 1, 2]))
+def test_encoder_equals_reference(rows, layout):
     arr = np.array(rows, RECORD_DTYPE)
-    assert bytes(_pgcopy.encode(arr)) == ref_pgcopy.encode(arr)
+    assert bytes(_pgcopy.encode(arr, layout)) == ref_pgcopy.encode(arr, layout)
 
 
 def test_sink_unavailable_when_server_is_unreachable():
