@@ -39,6 +39,8 @@ test: build lint
 bench: build
 	BENCH_MODE=full $(PY) -m pytest -q -s -p no:cacheprovider --benchmark-columns=min,median,ops \
 		--benchmark-json=benchmarks/results/pytest-benchmark.json benchmarks
+	$(PY) -m pip install --quiet "$$(grep -o 'matplotlib==[0-9.]*' pyproject.toml)"
+	$(PY) benchmarks/plot.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check feedengine tests benchmarks

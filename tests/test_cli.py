@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.sink import MemorySink
+from feedengine.spill import SpillFile
 from feedengine.tickfile import TickReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,3 +231,69 @@ def test_sigterm_mid_replay_writes_open_candles_checkpoints_and_resumes(
             if m == minutes
         }
         assert got == mine
+
+
+def test_env_example_lists_every_setting_and_parses():
+    from dotenv import dotenv_values
+
+    from feedengine.config import Config
+
+    values = {k: v or "" for k, v in dotenv_values(ROOT / ".env.example").items()}
+    config = Config.from_env(values)
+    assert config.intervals == (1, 5, 15) and config.table_5min == "merged_candles_5min"
+    for name in (
+        "PG_CONN_STR",
+        "CANDLE_TABLE_NAME",
+        "KITE_API_KEY",
+        "KITE_ACCESS_TOKEN",
+        "CANDLE_INTERVALS",
+        "HEARTBEAT_INTERVAL",
+        "LOG_LEVEL",
+        "MQTT_BROKER",
+        "MQTT_PORT",
+        "MQTT_USERNAME",
+        "MQTT_PASSWORD",
+        "MQTT_USE_TLS",
+    ):
+        assert name in values
+    read = set()
+    for path in (ROOT / "feedengine").glob("*.py"):
+        text = path.read_text()
+        read |= {name for name in values if f'"{name}"' in text}
+    assert read == set(values), "a variable in .env.example that nothing reads, or vice versa"
+
+
+def test_second_signal_forces_exit_and_keeps_the_spill(tmp_path):
+    # A "database" that accepts TCP and never answers: every attempt hangs for the connect
+    # timeout, so the graceful stop is slow and a second signal cuts it short.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        env = {
+            "PATH": os.environ["PATH"],
+            "FEEDENGINE_HOME": str(tmp_path),
+            "PG_CONN_STR": f"postgresql://x@127.0.0.1:{silent.getsockname()[1]}/x",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "feedengine", "--replay", str(SAMPLE), "--speed", "2000"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        spill = tmp_path / "spill.bin"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and spilled_rows(spill) == 0:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "forced exit; spilled candles stay in the spill file" in err
+    assert spilled_rows(spill) > 0
+
+
+def spilled_rows(path):
+    return SpillFile(path).rows if path.exists() else 0
