@@ -43,8 +43,8 @@ bench: build
 	$(PY) benchmarks/plot.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check feedengine tests benchmarks
-	$(VENV)/bin/ruff format --check feedengine tests benchmarks
+	$(VENV)/bin/ruff check feedengine tests benchmarks conftest.py
+	$(VENV)/bin/ruff format --check feedengine tests benchmarks conftest.py
 	$(VENV)/bin/mypy
 
 demo: build

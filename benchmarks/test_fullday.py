@@ -151,7 +151,7 @@ def test_full_day_replay_into_postgres(day, pg_dsn, tmp_path, report, benchmark)
             "baseline_ticks_per_s": base_n / base_s,
             "ratio": ratio,
             "target_ticks_per_s": TARGET,
-        "meets_target": rate >= TARGET,
+            "meets_target": rate >= TARGET,
             "max_rss_mb": max(sampler.samples, default=rss_mb()),
         },
     )

@@ -67,6 +67,7 @@ from typing import Any, NoReturn
 
 import numpy as np
 
+from feedengine import wire
 from feedengine.dtypes import DEPTH
 from feedengine.segments import DIVISORS, IST, Segment
 from feedengine.tickfile import TickWriter, make_meta
@@ -159,7 +160,13 @@ TOKEN_SPACE = 1 << 22
 MODES = ("full", "quote", "ltp", "mixed")
 
 # Packet lengths (SPEC section 2) and the order of kinds inside a message.
-PKT_LTP, PKT_INDEX_QUOTE, PKT_INDEX_FULL, PKT_QUOTE, PKT_FULL = 8, 28, 32, 44, 184
+PKT_LTP, PKT_INDEX_QUOTE, PKT_INDEX_FULL, PKT_QUOTE, PKT_FULL = (
+    wire.PACKET_LTP,
+    wire.PACKET_INDEX_QUOTE,
+    wire.PACKET_INDEX_FULL,
+    wire.PACKET_QUOTE,
+    wire.PACKET_FULL,
+)
 KIND_ORDER = (PKT_FULL, PKT_QUOTE, PKT_INDEX_FULL, PKT_INDEX_QUOTE, PKT_LTP)
 
 # Instrument classes: how an instrument trades through the day.
@@ -776,55 +783,10 @@ def sim_meta(config: SimConfig) -> dict[str, Any]:
 # Wire packing: packets built field-major, many messages at once
 # ---------------------------------------------------------------------------------------
 
-#: The 4-byte words of each packet kind, in wire order (SPEC section 2, and the layout of
-#: ``feedengine.wire.encode``: the tests check every message against it). A full packet
-#: continues with 10 depth entries of three words: quantity, price, orders << 16 (an int16
-#: and 2 bytes of padding).
-_WORDS: dict[int, tuple[str, ...]] = {
-    PKT_LTP: ("instrument_token", "last_price"),
-    PKT_INDEX_QUOTE: ("instrument_token", "last_price", "high", "low", "open", "close", "change"),
-    PKT_INDEX_FULL: (
-        "instrument_token",
-        "last_price",
-        "high",
-        "low",
-        "open",
-        "close",
-        "change",
-        "exchange_timestamp",
-    ),
-    PKT_QUOTE: (
-        "instrument_token",
-        "last_price",
-        "last_traded_quantity",
-        "average_traded_price",
-        "volume_traded",
-        "total_buy_quantity",
-        "total_sell_quantity",
-        "open",
-        "high",
-        "low",
-        "close",
-    ),
-    PKT_FULL: (
-        "instrument_token",
-        "last_price",
-        "last_traded_quantity",
-        "average_traded_price",
-        "volume_traded",
-        "total_buy_quantity",
-        "total_sell_quantity",
-        "open",
-        "high",
-        "low",
-        "close",
-        "last_trade_time",
-        "oi",
-        "oi_day_high",
-        "oi_day_low",
-        "exchange_timestamp",
-    ),
-}
+#: The 4-byte words of each packet kind, in wire order (the decoder's own table). A full
+#: packet continues with 10 depth entries of three words: quantity, price, orders << 16 (an
+#: int16 and 2 bytes of padding).
+_WORDS = wire.PACKET_WORDS
 #: First depth word of a full packet (byte offset 64).
 DEPTH_WORD = 16
 DEPTH_WORDS = 3

@@ -179,37 +179,47 @@ def to_kite(ticks: np.ndarray) -> list[dict[str, Any]]:
 
 
 # Big-endian wire layouts, length prefix included, for the vectorized encoder.
-_DEPTH_ENTRY = [("quantity", ">i4"), ("price", ">i4"), ("orders", ">i2"), ("pad", ">i2")]
-_HEAD = [("length", ">u2"), ("instrument_token", ">u4"), ("last_price", ">i4")]
-_QUOTE_BODY = [
-    (f, ">i4")
-    for f in (
-        "last_traded_quantity",
-        "average_traded_price",
-        "volume_traded",
-        "total_buy_quantity",
-        "total_sell_quantity",
-        "open",
-        "high",
-        "low",
-        "close",
-    )
-]
-_INDEX_BODY = [(f, ">i4") for f in ("high", "low", "open", "close", "change")]
-_WIRE = {
-    PACKET_LTP: np.dtype(_HEAD),
-    PACKET_INDEX_QUOTE: np.dtype(_HEAD + _INDEX_BODY),
-    PACKET_INDEX_FULL: np.dtype([*_HEAD, *_INDEX_BODY, ("exchange_timestamp", ">i4")]),
-    PACKET_QUOTE: np.dtype(_HEAD + _QUOTE_BODY),
-    PACKET_FULL: np.dtype(
-        _HEAD
-        + _QUOTE_BODY
-        + [
-            (f, ">i4")
-            for f in ("last_trade_time", "oi", "oi_day_high", "oi_day_low", "exchange_timestamp")
-        ]
-        + [("depth", _DEPTH_ENTRY, (2 * DEPTH,))]
+_INDEX_WORDS = ("instrument_token", "last_price", "high", "low", "open", "close", "change")
+_QUOTE_WORDS = (
+    "instrument_token",
+    "last_price",
+    "last_traded_quantity",
+    "average_traded_price",
+    "volume_traded",
+    "total_buy_quantity",
+    "total_sell_quantity",
+    "open",
+    "high",
+    "low",
+    "close",
+)
+
+#: The big-endian 32-bit words of each packet kind, in wire order (SPEC section 2). A full
+#: packet continues with 10 depth entries of 12 bytes: quantity, price, orders (int16), pad.
+PACKET_WORDS: dict[int, tuple[str, ...]] = {
+    PACKET_LTP: ("instrument_token", "last_price"),
+    PACKET_INDEX_QUOTE: _INDEX_WORDS,
+    PACKET_INDEX_FULL: (*_INDEX_WORDS, "exchange_timestamp"),
+    PACKET_QUOTE: _QUOTE_WORDS,
+    PACKET_FULL: (
+        *_QUOTE_WORDS,
+        "last_trade_time",
+        "oi",
+        "oi_day_high",
+        "oi_day_low",
+        "exchange_timestamp",
     ),
+}
+
+# Big-endian wire layouts, length prefix included, for the vectorized encoder.
+_DEPTH_ENTRY = [("quantity", ">i4"), ("price", ">i4"), ("orders", ">i2"), ("pad", ">i2")]
+_WIRE = {
+    plen: np.dtype(
+        [("length", ">u2")]
+        + [(w, ">u4" if w == "instrument_token" else ">i4") for w in words]
+        + ([("depth", _DEPTH_ENTRY, (2 * DEPTH,))] if plen == PACKET_FULL else [])
+    )
+    for plen, words in PACKET_WORDS.items()
 }
 
 
