@@ -175,10 +175,6 @@ cdef class CandleKernel:
             h = (h + 1) & self._hmask
         return -1
 
-    def slot_of(self, uint32_t token):
-        """The slot of ``token``, or -1 when it is not in the instrument map."""
-        return self._lookup(token)
-
     # --- the ring -------------------------------------------------------------------
 
     cdef inline int64_t _free(self) noexcept nogil:

@@ -40,11 +40,6 @@ def segment_of(token: int) -> int:
     return token & 0xFF
 
 
-def divisor(segment: int) -> int:
-    """Integer price units per rupee for a segment code."""
-    return int(DIVISORS[segment & 0xFF])
-
-
 def exchange_of_segment(segment: int) -> str:
     """The exchange name of a segment code (``"INDICES"`` for index tokens)."""
     try:
