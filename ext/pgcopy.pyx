@@ -11,7 +11,7 @@ volume int8``. A candle table's (COPYed straight in when it is safe): ``datetime
 open, high, low, close, volume``, the datetime as the IST wall clock or as the instant.
 """
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 
@@ -79,6 +79,7 @@ cdef uint8_t* put_numeric(uint8_t* p, int64_t units, int decimals) noexcept nogi
     cdef int n = 0, i, pad, groups, weight, first, last
     cdef uint16_t sign = NUMERIC_POS
     cdef uint64_t m
+    memset(digits, 0, sizeof(digits))  # (only to keep the compiler's flow analysis quiet)
     if units < 0:
         sign = NUMERIC_NEG
         m = <uint64_t>(-units)
@@ -129,8 +130,7 @@ def encode(cnp.ndarray records, int layout=LAYOUT_STAGING_C):
     cdef const CandleRecord* r
     cdef size_t slen
     cdef int64_t utc_us
-    cdef const char* signature = SIGNATURE
-    memcpy(p, signature, 11)
+    memcpy(p, <const char*>b"PGCOPY\n\xff\r\n\x00", 11)  # == SIGNATURE
     p += 11
     p = put32(p, 0)  # flags
     p = put32(p, 0)  # header extension length
