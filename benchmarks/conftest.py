@@ -6,10 +6,14 @@ section 9 targets. Every figure is a ratio to a baseline timed in the same proce
 busy machine moves both sides alike.
 """
 
+import contextlib
 import json
 import os
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +68,26 @@ def run_benchmark(benchmark, fn: Callable[[], object]) -> float:
     rounds = 20 if MODE == "gate" else 200
     benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=2)
     return float(benchmark.stats.stats.min)
+
+
+@contextlib.contextmanager
+def mockkite_process(*args: str) -> Iterator[int]:
+    """``python -m feedengine.mockkite --simulate ARGS`` in its own process; yields its port.
+
+    A process of its own, so that the benchmark's CPU time is feedengine's alone.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "feedengine.mockkite", "--simulate", *args, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None and "mock Kite at" in server.stdout.readline()
+        yield port
+    finally:
+        server.terminate()
+        server.wait()

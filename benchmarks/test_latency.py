@@ -9,9 +9,6 @@ The make-test gate plays 3000 instruments at 6x for 25 s and checks the p99 stay
 tenth of a one-minute bucket's wall time (a ratio, not a clock).
 """
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,7 +33,7 @@ from feedengine.segments import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 
-from .conftest import MODE
+from .conftest import MODE, mockkite_process
 
 INSTRUMENTS, SPEED, SECONDS = (3000, 6.0, 25.0) if MODE == "gate" else (9000, 1.0, 150.0)
 TARGET_P99_MS = 250
@@ -72,66 +69,51 @@ def test_live_latency(pg_dsn, report, benchmark):
         instruments=INSTRUMENTS, date=day, start=dt_time(10, 0), end=dt_time(23, 59, 59)
     )
     s0 = session_start_ns(config)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "feedengine.mockkite",
-            "--simulate",
-            "--instruments",
-            str(INSTRUMENTS),
-            "--speed",
-            str(SPEED),
-            "--origin-ns",
-            str(t0),
-            "--start",
-            "10:00",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
     tables = table_names((1, 5), f"lat_{uuid.uuid4().hex[:8]}" + "_{interval}min")
-    try:
-        assert "mock Kite at" in server.stdout.readline()
-        instruments = [Instrument.from_dict(r) for r in instrument_rows(sim_instruments(config))]
+    with mockkite_process(
+        "--instruments",
+        str(INSTRUMENTS),
+        "--speed",
+        str(SPEED),
+        "--origin-ns",
+        str(t0),
+        "--start",
+        "10:00",
+    ) as port:
+        try:
+            instruments = [
+                Instrument.from_dict(r) for r in instrument_rows(sim_instruments(config))
+            ]
 
-        def clock() -> int:
-            return s0 + int((time.time_ns() - t0) * SPEED)
+            def clock() -> int:
+                return s0 + int((time.time_ns() - t0) * SPEED)
 
-        def to_wall(stream_ns):
-            return t0 + (stream_ns - s0) / SPEED
+            def to_wall(stream_ns):
+                return t0 + (stream_ns - s0) / SPEED
 
-        sink = TimingSink(pg_dsn, tables, to_wall)
-        source = LiveSource(
-            instruments,
-            f"ws://127.0.0.1:{port}",
-            DEFAULT_API_KEY,
-            DEFAULT_ACCESS_TOKEN,
-            clock=clock,
-        )
-        pipeline = Pipeline(CandleEngine(instruments, CandleConfig(intervals=(1, 5))), sink)
-        threading.Timer(SECONDS, pipeline.stop).start()
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        summary = benchmark.pedantic(
-            pipeline.run,
-            args=(source,),
-            kwargs={"live": True, "clock": clock},
-            rounds=1,
-            iterations=1,
-        )
-        cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
-    finally:
-        server.terminate()
-        server.wait()
-        with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            for name in tables.values():
-                conn.execute(f'DROP TABLE IF EXISTS "{name}"')
+            sink = TimingSink(pg_dsn, tables, to_wall)
+            source = LiveSource(
+                instruments,
+                f"ws://127.0.0.1:{port}",
+                DEFAULT_API_KEY,
+                DEFAULT_ACCESS_TOKEN,
+                clock=clock,
+            )
+            pipeline = Pipeline(CandleEngine(instruments, CandleConfig(intervals=(1, 5))), sink)
+            threading.Timer(SECONDS, pipeline.stop).start()
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            summary = benchmark.pedantic(
+                pipeline.run,
+                args=(source,),
+                kwargs={"live": True, "clock": clock},
+                rounds=1,
+                iterations=1,
+            )
+            cpu_share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        finally:
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                for name in tables.values():
+                    conn.execute(f'DROP TABLE IF EXISTS "{name}"')
     lat = np.array(sink.latencies_ms)
     assert len(lat) >= INSTRUMENTS // 2, "too few candles closed during the run"
     p50, p99, worst = np.percentile(lat, 50), np.percentile(lat, 99), lat.max()

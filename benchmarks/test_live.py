@@ -9,9 +9,6 @@ share of one core at 10 000 ticks/s and at Kite's maximum of 9000 instruments at
 tick per second each, and the ratio to the baseline.
 """
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 from datetime import time as dt_time
@@ -27,7 +24,7 @@ from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.sink import MemorySink
 
-from .conftest import MODE
+from .conftest import MODE, mockkite_process
 
 INSTRUMENTS = 3000 if MODE == "gate" else 9000
 SECONDS = 4.0 if MODE == "gate" else 15.0
@@ -35,35 +32,10 @@ GATE_RATIO = 10
 KITE_MAX_TICKS_PER_S = 9000  # 9000 instruments at about one tick a second each
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_socket_to_kernel(report, benchmark):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "feedengine.mockkite",
-            "--simulate",
-            "--instruments",
-            str(INSTRUMENTS),
-            "--speed",
-            "0",
-            "--start",
-            "10:00",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert "mock Kite at" in server.stdout.readline()
+    with mockkite_process(
+        "--instruments", str(INSTRUMENTS), "--speed", "0", "--start", "10:00"
+    ) as port:
         rows = instrument_rows(
             sim_instruments(SimConfig(instruments=INSTRUMENTS, start=dt_time(10, 0)))
         )
@@ -87,9 +59,6 @@ def test_socket_to_kernel(report, benchmark):
             pipeline.run, args=(source,), kwargs={"live": True}, rounds=1, iterations=1
         )
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-    finally:
-        server.terminate()
-        server.wait()
     ticks = summary.ticks
     assert ticks > 10_000
     cpu_per_tick = cpu / ticks
