@@ -1,8 +1,9 @@
 """Command line: ``python -m feedengine`` (SPEC section 8).
 
 Every bad input ends as one line on stderr naming the problem and a non-zero exit, never a
-traceback: :class:`UsageError` (exit 2) for the command line and configuration, other known
-failures (exit 1) for files, the database and the broker.
+traceback: modules raise :class:`~feedengine.errors.FeedError` s that carry their exit status
+(2 for the command line and configuration, 1 for files, the database and the broker), and
+:func:`main` prints them. Anything else is a bug: one line too, the traceback saved to a file.
 """
 
 import argparse
@@ -10,7 +11,9 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import time as _time
+import traceback
 from datetime import date, datetime, time
 from pathlib import Path
 from types import FrameType
@@ -20,19 +23,23 @@ from dotenv import load_dotenv
 
 from feedengine import __version__, wire
 from feedengine.candles import CandleConfig, CandleEngine, parse_intervals
-from feedengine.config import Config, ConfigError
+from feedengine.config import Config
 from feedengine.database import (
     PostgresSink,
-    SchemaError,
     check_database,
     embedded_dsn,
     symbols_from_db,
 )
-from feedengine.flusher import FlusherError
+from feedengine.errors import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    BrokerError,
+    FeedError,
+    UsageError,
+)
 from feedengine.heartbeat import Monitor, MqttPublisher
 from feedengine.instruments import (
     Instrument,
-    InstrumentsError,
     fetch_dump,
     read_dump,
     read_symbols_file,
@@ -46,28 +53,17 @@ from feedengine.segments import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
-from feedengine.sink import CsvSink, Sink, SinkUnavailable
+from feedengine.sink import CsvSink, Sink
 from feedengine.source import Source
-from feedengine.spill import SpillError, SpillFile
-from feedengine.ticker import AuthError, KiteStream, StreamError
-from feedengine.tickfile import TickFileError
+from feedengine.spill import SpillFile
+from feedengine.ticker import KiteStream
 
 log = logging.getLogger("feedengine")
 
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
 #: Exit status after a second Ctrl-C/SIGTERM forced the stop (128 + SIGINT, as shells do).
 EXIT_FORCED = 130
 #: How long --test-broker waits for the first streamed message.
 TEST_STREAM_S = 10.0
-
-
-class UsageError(Exception):
-    """A bad command line or configuration: reported as one line, exit status 2."""
-
-
-class BrokerError(Exception):
-    """``--test-broker`` found a problem: reported as one line, exit status 1."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -383,11 +379,9 @@ def install_signal_handlers(pipeline: Pipeline) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.env_file and args.env_file.exists():
         load_dotenv(args.env_file, override=False)
+    config = Config.from_env()
     try:
-        config = Config.from_env()
         intervals = tuple(parse_intervals(args.intervals)) if args.intervals else config.intervals
-    except ConfigError as e:
-        raise UsageError(str(e)) from None
     except ValueError as e:
         raise UsageError(f"--intervals: {e}") from None
     logging.getLogger().setLevel(args.log_level or config.log_level)
@@ -499,6 +493,18 @@ def run_pipeline(
     return EXIT_FAILURE if summary.spilled else 0
 
 
+def save_traceback(error: BaseException) -> str:
+    """Write ``error``'s traceback to a file for a bug report; return where (or why not)."""
+    text = "".join(traceback.format_exception(error))
+    try:
+        fd, path = tempfile.mkstemp(prefix="feedengine-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+    except OSError as e:
+        return f"not saved: {e.strerror}"
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -506,20 +512,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return run(args)
-    except (UsageError, StreamError) as e:
-        print(f"feedengine: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except (
-        TickFileError,
-        SpillError,
-        SchemaError,
-        SinkUnavailable,
-        FlusherError,
-        InstrumentsError,
-        AuthError,
-        BrokerError,
-    ) as e:
-        print(f"feedengine: error: {e}", file=sys.stderr)
-        return EXIT_FAILURE
+    except FeedError as e:
+        bug = e.__cause__ is not None and not isinstance(e.__cause__, FeedError)
+        where = f" (a bug: traceback in {save_traceback(e)})" if bug else ""
+        print(f"feedengine: error: {e}{where}", file=sys.stderr)
+        return e.exit_status
     except KeyboardInterrupt:
         return EXIT_FORCED
+    except Exception as e:
+        print(
+            f"feedengine: error: internal error {type(e).__name__}: {e} "
+            f"(a bug: traceback in {save_traceback(e)})",
+            file=sys.stderr,
+        )
+        return EXIT_FAILURE

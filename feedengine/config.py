@@ -11,6 +11,7 @@ from pathlib import Path
 
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
 from feedengine.database import DEFAULT_TABLE_TEMPLATE, table_names
+from feedengine.errors import ConfigError
 from feedengine.instruments import KITE_API_ROOT
 from feedengine.sessions import Session, parse_sessions
 
@@ -19,10 +20,6 @@ DEFAULT_HOME = Path("~/.local/share/feedengine").expanduser()
 DEFAULT_SYMBOLS_QUERY = "SELECT DISTINCT tradingsymbol FROM {table_5min} ORDER BY 1"
 DEFAULT_HEARTBEAT_S = 30.0
 DEFAULT_WS_URL = "wss://ws.kite.trade"
-
-
-class ConfigError(ValueError):
-    """A bad setting: the message names the variable and what is wrong."""
 
 
 def _bool(name: str, text: str) -> bool:

@@ -19,7 +19,8 @@ import psycopg
 from psycopg import sql
 
 from feedengine import _pgcopy
-from feedengine.sink import SinkDataError, SinkUnavailable, candle_tuples
+from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
+from feedengine.sink import candle_tuples
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close",
 UPSERT_STREAK = 16
 #: Largest volume each integer column type holds.
 _INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
-
-
-class SchemaError(Exception):
-    """An existing candle table that feedengine cannot write (missing or odd columns)."""
 
 
 def table_names(

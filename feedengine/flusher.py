@@ -20,7 +20,8 @@ import numpy as np
 
 from feedengine._candles import CandleKernel
 from feedengine.dtypes import CANDLE_ROW_DTYPE
-from feedengine.sink import Sink, SinkDataError, SinkUnavailable
+from feedengine.errors import FeedError, FlusherError, SinkDataError, SinkUnavailable
+from feedengine.sink import Sink
 from feedengine.spill import SpillFile
 
 log = logging.getLogger(__name__)
@@ -32,10 +33,6 @@ BATCH_ROWS = 8192
 #: First retry after a failed write, doubling on each failure up to the cap (seconds).
 RETRY_FIRST_S = 1.0
 RETRY_CAP_S = 30.0
-
-
-class FlusherError(RuntimeError):
-    """The flusher thread failed; the cause is chained."""
 
 
 class Flusher:
@@ -193,9 +190,13 @@ class Flusher:
     # --- the producer's side -------------------------------------------------------------
 
     def check(self) -> None:
-        """Raise :class:`FlusherError` if the thread has failed."""
-        if self._error is not None:
-            raise FlusherError(f"candle flusher failed: {self._error}") from self._error
+        """Raise the thread's error, if it failed: a :class:`FeedError` as it is (its message
+        names the problem), anything else (a bug) as :class:`FlusherError`."""
+        error = self._error
+        if isinstance(error, FeedError):
+            raise error
+        if error is not None:
+            raise FlusherError(f"candle flusher failed: {type(error).__name__}: {error}") from error
 
     def nudge(self) -> None:
         """Ask for a flush now rather than at the next interval."""

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from feedengine.errors import InstrumentsError
 from feedengine.segments import exchange_of_segment, segment_of
 
 
@@ -37,10 +38,6 @@ class Instrument:
             "tradingsymbol": self.tradingsymbol,
             "exchange": self.exchange,
         }
-
-
-class InstrumentsError(ValueError):
-    """The instruments dump cannot be had or read, or symbols are not in it."""
 
 
 #: Columns of Kite's instruments dump that feedengine reads.

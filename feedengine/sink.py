@@ -15,6 +15,7 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
+from feedengine.errors import SinkDataError, SinkUnavailable
 from feedengine.segments import IST, price_text
 from feedengine.sessions import NS_PER_S
 
@@ -83,35 +84,33 @@ class CsvSink:
         self._file: TextIO | None = None
 
     def open(self, intervals: tuple[int, ...]) -> None:
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = open(self.path, "a", newline="")  # noqa: SIM115 - closed by close()
-        if new:
-            csv.writer(self._file).writerow(self.HEADER)
+        """Open the file for appending.
+
+        Raises
+        ------
+        SinkDataError
+            The file cannot be written (a missing folder, no permission): retrying cannot help.
+        """
+        try:
+            self._file = open(self.path, "a", newline="")  # noqa: SIM115 - closed by close()
+            if self._file.tell() == 0:
+                csv.writer(self._file).writerow(self.HEADER)
+        except OSError as e:
+            raise SinkDataError(f"cannot write CSV file {self.path}: {e.strerror}") from None
 
     def write(self, records: np.ndarray) -> None:
         assert self._file is not None, "open() first"
         writer = csv.writer(self._file)
-        for minutes, symbol, start, o, h, lo, c, volume in candle_tuples(records):
-            writer.writerow(
-                (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, minutes, o, h, lo, c, volume)
-            )
-        self._file.flush()
+        try:
+            for minutes, symbol, start, o, h, lo, c, volume in candle_tuples(records):
+                writer.writerow(
+                    (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, minutes, o, h, lo, c, volume)
+                )
+            self._file.flush()
+        except OSError as e:  # a full disk: the rows are spilled and retried
+            raise SinkUnavailable(f"cannot write CSV file {self.path}: {e.strerror}") from None
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
-
-
-class SinkUnavailable(Exception):
-    """The destination cannot be reached now (server down, connection lost, disk full).
-
-    The flusher spills the rows and retries later.
-    """
-
-
-class SinkDataError(Exception):
-    """The destination refuses these rows (a schema that cannot hold them).
-
-    Retrying cannot help: the flusher spills the rows, so nothing is lost, and stops.
-    """

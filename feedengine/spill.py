@@ -20,16 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from feedengine.dtypes import RECORD_DTYPE
+from feedengine.errors import SpillError
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"FEEDSPL1"
 _HEADER = struct.Struct("<8sI")
 _BLOCK = struct.Struct("<II")
-
-
-class SpillError(Exception):
-    """The spill file is damaged before its end, or was written by another version."""
 
 
 class SpillFile:

@@ -24,6 +24,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from feedengine.errors import AuthError, StreamError
 from feedengine.tickfile import MAX_PAYLOAD
 
 log = logging.getLogger(__name__)
@@ -40,14 +41,6 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_CAP_S = 60.0
 MODES = ("ltp", "quote", "full")
 HTTP_FORBIDDEN = 403
-
-
-class AuthError(Exception):
-    """Kite refused the API key or access token (HTTP 403): renew the token."""
-
-
-class StreamError(Exception):
-    """The stream cannot run as configured (too many tokens, bad mode)."""
 
 
 @dataclass

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from feedengine import _tickfile
+from feedengine.errors import TickFileError
 from feedengine.source import MessageBatch
 
 log = logging.getLogger(__name__)
@@ -53,16 +54,6 @@ BATCH_BYTES = 8 << 20
 _SCAN = _tickfile.SCAN_CODES
 #: Linux's "drop these pages" advice for a file mapping; None where the OS has none.
 _MADV_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
-
-
-class TickFileError(Exception):
-    """A tick file that cannot be read: bad header, or a corrupt record before the end."""
-
-    def __init__(self, path: os.PathLike[str] | str, offset: int, reason: str) -> None:
-        super().__init__(f"{path}: {reason} at byte offset {offset}")
-        self.path = str(path)
-        self.offset = offset
-        self.reason = reason
 
 
 def make_meta(source: str, instruments: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from feedengine.pipeline import Pipeline
 from feedengine.reference import pgcopy as ref_pgcopy
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
-from feedengine.sink import MemorySink, SinkDataError, SinkUnavailable
+from feedengine.errors import SinkDataError, SinkUnavailable
+from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tickfile import TickReader, TickWriter
 

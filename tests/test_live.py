@@ -30,7 +30,8 @@ from feedengine.simulator import SimConfig, simulate
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.sink import MemorySink
-from feedengine.ticker import AuthError, KiteStream, StreamError, shard
+from feedengine.errors import AuthError, StreamError
+from feedengine.ticker import KiteStream, shard
 from feedengine.tickfile import TickReader
 
 from .test_wire import FIXTURES

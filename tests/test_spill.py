@@ -11,8 +11,9 @@ from feedengine.dtypes import RECORD_DTYPE
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
-from feedengine.sink import MemorySink, SinkUnavailable
-from feedengine.spill import SpillError, SpillFile
+from feedengine.errors import SinkUnavailable, SpillError
+from feedengine.sink import MemorySink
+from feedengine.spill import SpillFile
 
 
 def records(n, start=0):
