@@ -1,5 +1,10 @@
-"""Fixtures shared by tests and benchmarks: a real PostgreSQL (the configured one, else
-an embedded server)."""
+"""Fixtures shared by tests and benchmarks: a real PostgreSQL (the test database, else an
+embedded server) and a real MQTT broker.
+
+Tests never touch a user's settings: every variable ``.env.example`` lists is removed from
+the environment before any test runs, so ``PG_CONN_STR`` (a production database) can never be
+written by a test, in this process or a child.
+"""
 
 import os
 import socket
@@ -8,19 +13,25 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from dotenv import dotenv_values
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+for _name in dotenv_values(Path(__file__).parent / ".env.example"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture(scope="session")
 def pg_dsn(tmp_path_factory) -> str:
-    """``FEEDENGINE_TEST_DSN`` or ``PG_CONN_STR`` when set, else an embedded server."""
-    dsn = os.environ.get("FEEDENGINE_TEST_DSN") or os.environ.get("PG_CONN_STR")
+    """``FEEDENGINE_TEST_DSN`` when set, else an embedded server (never ``PG_CONN_STR``)."""
+    dsn = os.environ.get("FEEDENGINE_TEST_DSN")
     if dsn:
-        return dsn
+        yield dsn
+        return
     from feedengine.database import embedded_dsn
 
-    return embedded_dsn(Path(tmp_path_factory.mktemp("pghome")))
+    home = Path(tmp_path_factory.mktemp("pghome"))
+    yield embedded_dsn(home)
+    stop_embedded(home)
 
 
 @pytest.fixture
@@ -61,3 +72,20 @@ def mqtt_broker():
     port, stop = start_amqtt()
     yield "127.0.0.1", port
     stop()
+
+
+def stop_embedded(home: Path) -> None:
+    """Stop the embedded server of ``home``, if one runs (it outlives its process)."""
+    if not (home / "pgdata" / "postmaster.pid").exists():
+        return
+    from pgserver._commands import pg_ctl
+
+    user = "pgserver" if os.geteuid() == 0 else None  # as pgserver runs it
+    pg_ctl(["-m", "fast", "-w", "stop"], pgdata=home / "pgdata", user=user)
+
+
+@pytest.fixture
+def fresh_home(tmp_path):
+    """An empty FEEDENGINE_HOME; an embedded server a test starts in it is stopped after."""
+    yield tmp_path
+    stop_embedded(tmp_path)

@@ -438,19 +438,19 @@ cdef class CandleKernel:
         }
 
     def restore(self, state):
-        """Resume from ``state()`` of a kernel over possibly other instruments.
+        """Resume from ``state()`` of a kernel over possibly other instruments and intervals.
 
-        Bars and pre-open prices are restored for tokens present in both; the intervals must
-        be the same. The ring must be empty.
+        Bars and pre-open prices are restored for the tokens and the intervals (by length)
+        present in both; the others start empty. The ring must be empty.
         """
-        if tuple(int(m) for m in state["intervals"]) != self.intervals:
-            raise ValueError(f"checkpoint intervals {list(state['intervals'])} differ from "
-                             f"{list(self.intervals)}")
         if self.pending:
             raise ValueError("restore needs an empty candle ring")
+        old_intervals = [int(m) for m in state["intervals"]]
         old_slots = state["slots"]
-        old_bars = state["bars"].reshape(len(old_slots), -1)
+        old_bars = state["bars"].reshape(len(old_slots), len(old_intervals))
         bars = self.bars.reshape(self.n_slots, self.n_intervals)
+        common = [(j, old_intervals.index(m)) for j, m in enumerate(self.intervals)
+                  if m in old_intervals]
         index = {int(t): i for i, t in enumerate(old_slots["token"])}
         for slot, tok in enumerate(self.slots["token"].tolist()):
             old = index.get(tok)
@@ -458,9 +458,11 @@ cdef class CandleKernel:
                 continue
             for name in ("preopen_day", "preopen_price"):
                 self.slots[name][slot] = old_slots[name][old]
-            bars[slot] = old_bars[old]
+            for j, k in common:
+                bars[slot, j] = old_bars[old, k]
         self.counters[:] = state["counters"]
-        self.late[:] = state["late"]
+        for j, k in common:
+            self.late[j] = state["late"][k]
         self.clock_ns = int(state["clock_ns"])
         self._next_deadline = INT64_MIN  # the next call sweeps and recomputes it
 

@@ -5,7 +5,7 @@ Walks ``record := u64 recv_ns | u32 length | payload | u32 crc32`` (little-endia
 through a mapped file, checks each CRC-32 and fills index arrays, so replay touches no
 Python object per record or per tick.
 """
-from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport INT64_MIN, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 cdef enum:
@@ -16,12 +16,20 @@ cdef enum:
     SCAN_BAD_CRC = 2   # a record fails its CRC and more bytes follow it
     SCAN_BAD_LENGTH = 3  # a record longer than any Kite message can be
     SCAN_BAD_TIME = 4  # recv_ns went backwards
+    SCAN_PAST_END = 5  # a record runs past the end of the file, yet a good record follows it
     # Largest Kite message: 65535 full packets of 184 bytes, each with a 2-byte length, and
     # the 2-byte count. Any larger record length is corruption, not data.
     MAX_PAYLOAD_BYTES = 2 + 65535 * (2 + 184)
 
 SCAN_CODES = {"ok": SCAN_OK, "torn": SCAN_TORN, "bad_crc": SCAN_BAD_CRC,
-              "bad_length": SCAN_BAD_LENGTH, "bad_time": SCAN_BAD_TIME}
+              "bad_length": SCAN_BAD_LENGTH, "bad_time": SCAN_BAD_TIME,
+              "past_end": SCAN_PAST_END}
+
+# A record found while looking past a suspect one must be received within this long after
+# the last good record (or the suspect's own time when there is none). Random bytes pass
+# this and the length check about once in 10**7 offsets, so a torn tail of a whole
+# 12 MB message costs a few CRCs at most; a week allows any pause inside one recording.
+cdef int64_t PLAUSIBLE_GAP_NS = 7 * 86_400 * 1_000_000_000
 
 MAX_PAYLOAD = MAX_PAYLOAD_BYTES
 
@@ -82,6 +90,46 @@ def crc32(const uint8_t[::1] data, uint32_t value=0):
     return out
 
 
+cdef bint good_record(const uint8_t* base, Py_ssize_t n, Py_ssize_t pos,
+                      int64_t after_ns) noexcept nogil:
+    """Whether a whole, CRC-valid record received at or after ``after_ns`` starts at pos."""
+    cdef uint64_t length
+    cdef int64_t t
+    if pos + RECORD_HEAD + RECORD_TAIL > n:
+        return False
+    t = <int64_t>le_u64(base + pos)
+    if t < after_ns or t - after_ns > PLAUSIBLE_GAP_NS:
+        return False
+    length = le_u32(base + pos + 8)
+    if length > MAX_PAYLOAD_BYTES or pos + RECORD_HEAD + <Py_ssize_t>length + RECORD_TAIL > n:
+        return False
+    return crc32_update(0, base + pos, RECORD_HEAD + length) == le_u32(
+        base + pos + RECORD_HEAD + length)
+
+
+cdef Py_ssize_t next_good_record(const uint8_t* base, Py_ssize_t n, Py_ssize_t pos,
+                                 int64_t last_recv_ns) noexcept nogil:
+    """Offset of the first good record after the suspect one at ``pos``, or -1."""
+    cdef int64_t after_ns = last_recv_ns
+    cdef Py_ssize_t p
+    if after_ns == INT64_MIN and pos + RECORD_HEAD <= n:
+        after_ns = <int64_t>le_u64(base + pos)  # no good record yet: the suspect's own time
+    for p in range(pos + 1, n - RECORD_HEAD - RECORD_TAIL + 1):
+        if good_record(base, n, p, after_ns):
+            return p
+    return -1
+
+
+def find_good_record(const uint8_t[::1] buf, Py_ssize_t pos, int64_t last_recv_ns):
+    """Offset of the first good record after byte ``pos`` (received at or after
+    ``last_recv_ns``, within a week), or -1: whether a suspect record is a torn tail."""
+    cdef Py_ssize_t found
+    with nogil:
+        found = next_good_record(&buf[0] if buf.shape[0] else NULL, buf.shape[0], pos,
+                                 last_recv_ns)
+    return found
+
+
 def scan_records(const uint8_t[::1] buf, Py_ssize_t pos, int64_t last_recv_ns,
                  int64_t[::1] recv_ns, int64_t[::1] offsets, int64_t[::1] lengths,
                  Py_ssize_t max_bytes=-1):
@@ -113,12 +161,18 @@ def scan_records(const uint8_t[::1] buf, Py_ssize_t pos, int64_t last_recv_ns,
             if length > MAX_PAYLOAD_BYTES:
                 code = SCAN_BAD_LENGTH
                 break
+            # Only a final record may be torn (a crash while writing): one that runs past the
+            # end, or fails its CRC right at it, with a good record after it is corruption.
             if pos + RECORD_HEAD + <Py_ssize_t>length + RECORD_TAIL > n:
-                code = SCAN_TORN
+                if next_good_record(base, n, pos, last_recv_ns) >= 0:
+                    code = SCAN_PAST_END
+                else:
+                    code = SCAN_TORN
                 break
             crc = crc32_update(0, base + pos, RECORD_HEAD + length)
             if crc != le_u32(base + pos + RECORD_HEAD + length):
-                if pos + RECORD_HEAD + <Py_ssize_t>length + RECORD_TAIL == n:
+                if (pos + RECORD_HEAD + <Py_ssize_t>length + RECORD_TAIL == n
+                        and next_good_record(base, n, pos, last_recv_ns) < 0):
                     code = SCAN_TORN
                 else:
                     code = SCAN_BAD_CRC

@@ -7,6 +7,7 @@ SCAN_CODES: dict[str, int]
 MAX_PAYLOAD: int
 
 def crc32(data: bytes | memoryview, value: int = 0) -> int: ...
+def find_good_record(buf: NDArray[np.uint8], pos: int, last_recv_ns: int) -> int: ...
 def scan_records(
     buf: NDArray[np.uint8],
     pos: int,

@@ -8,6 +8,7 @@ from the flusher), and saves or restores the kernel state as a checkpoint.
 import logging
 import os
 import tempfile
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 
 from feedengine import _candles
 from feedengine.dtypes import RECORD_DTYPE, SYMBOL_BYTES
+from feedengine.errors import CheckpointError
 from feedengine.instruments import Instrument
 from feedengine.segments import DIVISORS
 from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S, Session, exchange_for
@@ -159,22 +161,35 @@ class CandleEngine:
     def save_checkpoint(
         self, path: os.PathLike[str] | str, position: dict[str, str | int] | None = None
     ) -> None:
-        """Write the kernel state and the source ``position`` atomically (fsync, rename)."""
+        """Write the kernel state and the source ``position`` atomically (fsync, rename).
+
+        Raises
+        ------
+        CheckpointError
+            The file cannot be written (a full disk ...); the previous checkpoint, if any,
+            is left as it was.
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state: dict[str, Any] = self.kernel.state()
         for key, value in (position or {}).items():
             state[f"position_{key}"] = np.array(value)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        tmp: str | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, version=CHECKPOINT_VERSION, **state)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        except OSError as e:
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {e.strerror or e}; the open candles were "
+                "written as in-progress rows, but a restart cannot resume them"
+            ) from None
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
 
     def load_checkpoint(
         self, path: os.PathLike[str] | str, accept: Callable[[dict[str, str | int]], bool]
@@ -184,18 +199,27 @@ class CandleEngine:
         ``accept`` sees the source position stored with it and decides whether the
         checkpoint applies (the source resumes from it); returns what it decided.
 
+        Intervals of the checkpoint that this engine lacks are dropped (their open candles
+        stay as written at the stop) and new ones start empty; both are logged.
+
         Raises
         ------
-        ValueError
-            The file is not a checkpoint of this version or its intervals differ.
+        CheckpointError
+            The file is not a readable checkpoint of this version.
         """
         try:
             with np.load(path, allow_pickle=False) as data:
                 state = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a readable checkpoint ({e})") from None
-        if int(state.pop("version", -1)) != CHECKPOINT_VERSION:
-            raise ValueError(f"{path}: checkpoint version is not {CHECKPOINT_VERSION}")
+            version = int(state.pop("version", -1))
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise CheckpointError(
+                f"{path} is not a readable checkpoint ({e}); move it aside to start afresh"
+            ) from None
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(
+                f"{path}: checkpoint version {version} is not {CHECKPOINT_VERSION}; move it "
+                "aside to start afresh"
+            )
         position = {
             k[len("position_") :]: state.pop(k).item()
             for k in list(state)
@@ -203,5 +227,17 @@ class CandleEngine:
         }
         if not accept(position):
             return False
+        saved = [int(m) for m in state["intervals"]]
+        dropped = [m for m in saved if m not in self.intervals]
+        added = [m for m in self.intervals if m not in saved]
+        if dropped:
+            log.warning(
+                "checkpoint %s has %s-minute candles this run does not build: their open "
+                "candles stay as written at the stop",
+                path,
+                ",".join(map(str, dropped)),
+            )
+        if added:
+            log.info("%s-minute candles start afresh", ",".join(map(str, added)))
         self.kernel.restore(state)
         return True

@@ -9,59 +9,41 @@ traceback: modules raise :class:`~feedengine.errors.FeedError` s that carry thei
 import argparse
 import logging
 import os
-import signal
 import sys
 import tempfile
 import time as _time
 import traceback
-from datetime import date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
-from types import FrameType
 from typing import NoReturn
 
-from dotenv import load_dotenv
-
 from feedengine import __version__, wire
-from feedengine.candles import CandleConfig, CandleEngine, parse_intervals
-from feedengine.config import Config
-from feedengine.database import (
-    PostgresSink,
-    check_database,
-    embedded_dsn,
-    symbols_from_db,
-)
-from feedengine.errors import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    BrokerError,
-    FeedError,
-    UsageError,
-)
-from feedengine.heartbeat import Monitor, MqttPublisher
+from feedengine.candles import CandleConfig, parse_intervals
+from feedengine.config import Config, load_env_file
+from feedengine.database import check_database, symbols_from_db
+from feedengine.errors import EXIT_FAILURE, EXIT_USAGE, BrokerError, FeedError, UsageError
 from feedengine.instruments import (
     Instrument,
     fetch_dump,
+    parse_symbol,
     read_dump,
     read_symbols_file,
     resolve,
 )
 from feedengine.live import LiveSource
-from feedengine.mockkite import MockKite, instrument_rows
-from feedengine.pipeline import Pipeline
+from feedengine.recording import RecordingSource
 from feedengine.replay import ReplaySource
 from feedengine.segments import IST
-from feedengine.simulator import SimConfig
+from feedengine.service import EXIT_FORCED, Database, Run, run_service
+from feedengine.sessions import exchange_for
+from feedengine.simsource import SimulatedSource, simulated_day
+from feedengine.simulator import SimConfig, SimConfigError
 from feedengine.simulator import instruments as sim_instruments
-from feedengine.simulator import messages as sim_messages
-from feedengine.sink import CsvSink, Sink
 from feedengine.source import Source
-from feedengine.spill import SpillFile
 from feedengine.ticker import KiteStream
 
 log = logging.getLogger("feedengine")
 
-#: Exit status after a second Ctrl-C/SIGTERM forced the stop (128 + SIGINT, as shells do).
-EXIT_FORCED = 130
 #: How long --test-broker waits for the first streamed message.
 TEST_STREAM_S = 10.0
 
@@ -133,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="symbols from SYMBOLS_QUERY (default: the distinct symbols of the 5-minute table)",
     )
     sel.add_argument(
+        "--skip-unknown",
+        action="store_true",
+        help="warn about symbols that are not listed (an expired contract, a rename) and run "
+        "the others, instead of stopping",
+    )
+    sel.add_argument(
         "--instruments-csv",
         type=Path,
         metavar="PATH",
@@ -182,53 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"feedengine {__version__}")
     return p
-
-
-class ProgressBar:
-    """A one-line replay progress bar with ticks/s, for terminals only."""
-
-    WIDTH = 30
-    #: Redraw at most this often (seconds).
-    EVERY_S = 0.2
-
-    def __init__(self, source: ReplaySource, pipeline: Pipeline) -> None:
-        self.source = source
-        self.pipeline = pipeline
-        self.started = _time.monotonic()
-        self.drawn = 0.0
-
-    def __call__(self) -> None:
-        now = _time.monotonic()
-        if now - self.drawn < self.EVERY_S:
-            return
-        self.drawn = now
-        done = self.source.progress
-        ticks = self.pipeline.summary.ticks
-        bar = "#" * int(done * self.WIDTH)
-        rate = ticks / max(now - self.started, 1e-9)
-        print(
-            f"\r[{bar:<{self.WIDTH}}] {done:6.1%} {ticks:>12,} ticks {rate:>12,.0f}/s",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-class Database:
-    """The database DSN, resolved (and the embedded server started) at most once."""
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self._dsn: str | None = None
-
-    def __call__(self) -> str:
-        if self._dsn is None:
-            if self.config.pg_conn_str:
-                self._dsn = self.config.pg_conn_str
-            else:
-                self._dsn = embedded_dsn(self.config.home)
-                print(f"embedded PostgreSQL: {self._dsn}", file=sys.stderr)
-        return self._dsn
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -309,17 +250,6 @@ def today_ist() -> date:
     return datetime.now(IST).date()
 
 
-def simulated_market(wanted: list[str] | None) -> tuple[MockKite, list[Instrument]]:
-    """A local Kite server streaming the simulator from now on, at real-time pace."""
-    now = datetime.now(IST)
-    sim = SimConfig(date=now.date(), start=now.time().replace(microsecond=0), end=time(23, 59, 59))
-    rows = instrument_rows(sim_instruments(sim))
-    mock = MockKite(lambda: sim_messages(sim), rows).start()
-    available = [Instrument.from_dict(r) for r in rows]
-    chosen = resolve(wanted, available, "the simulated market") if wanted else available
-    return mock, chosen
-
-
 def test_broker(args: argparse.Namespace, config: Config) -> int:
     """``--test-broker``: profile, instruments dump and a short stream, step by step."""
     from kiteconnect import KiteConnect
@@ -360,31 +290,62 @@ def test_broker(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-def install_signal_handlers(pipeline: Pipeline) -> None:
-    """First SIGINT/SIGTERM: graceful stop. Second: exit at once (spilled rows are on disk)."""
+def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run:
+    """The run's source and instruments, from --replay, --simulate or the live feed."""
+    wanted = wanted_symbols(args, config, db)
+    if args.replay:
+        try:
+            replay = ReplaySource(args.replay, args.speed)
+        except OSError as e:
+            raise UsageError(f"--replay: cannot read {args.replay}: {e.strerror}") from None
+        available = replay.instruments
+        if not available:
+            raise UsageError(f"--replay: {args.replay} lists no instruments in its header")
+        where = f"the header of {args.replay.name}"
+        chosen = resolve(wanted, available, where, args.skip_unknown) if wanted else available
+        return Run(replay, chosen, "replay", live=False)
+    if args.simulate:
+        sim = simulated_source(wanted, config)
+        source: Source = RecordingSource(sim, args.record) if args.record else sim
+        return Run(source, sim.instruments, "simulate", live=True, clock=sim.clock)
+    if not wanted:
+        raise UsageError("which instruments? give --symbols, --symbols-file or --symbols-from-db")
+    dump = instruments_dump(args, config)
+    chosen = resolve(wanted, dump, "the instruments dump", args.skip_unknown)
+    key, token = credentials(config)
+    return Run(
+        LiveSource(chosen, config.kite_ws_url, key, token, record=args.record),
+        chosen,
+        "live",
+        live=True,
+    )
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if pipeline.stop_event.is_set():
-            print(
-                "feedengine: forced exit; spilled candles stay in the spill file", file=sys.stderr
-            )
-            os._exit(EXIT_FORCED)
-        log.info("received %s: stopping (again to force)", signal.Signals(signum).name)
-        pipeline.stop()
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+def simulated_source(wanted: list[str] | None, config: Config) -> SimulatedSource:
+    """The simulated market of the symbols asked for (default: the simulator's universe)."""
+    try:
+        symbols = tuple(dict.fromkeys(parse_symbol(s) for s in wanted)) if wanted else None
+        universe = sim_instruments(SimConfig(symbols=symbols))
+    except SimConfigError as e:
+        raise UsageError(f"--simulate: {e}") from None
+    sessions = config.sessions or CandleConfig().sessions
+    opened = {
+        sessions[exchange_for(i.segment, i.exchange)] for i in map(Instrument.from_dict, universe)
+    }
+    return SimulatedSource(simulated_day(symbols, list(opened)))
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.env_file and args.env_file.exists():
-        load_dotenv(args.env_file, override=False)
+    load_env_file(args.env_file)
     config = Config.from_env()
     try:
         intervals = tuple(parse_intervals(args.intervals)) if args.intervals else config.intervals
     except ValueError as e:
         raise UsageError(f"--intervals: {e}") from None
-    logging.getLogger().setLevel(args.log_level or config.log_level)
+    level = args.log_level or config.log_level
+    logging.getLogger().setLevel(level)
+    # pgserver narrates initdb and pg_ctl at INFO; only our one line says the server starts.
+    logging.getLogger("pgserver").setLevel(level if level == "DEBUG" else "WARNING")
     check_flags(args)
     db = Database(config)
     if args.test_database:
@@ -393,104 +354,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.test_broker:
         return test_broker(args, config)
-
-    wanted = wanted_symbols(args, config, db)
-    mock = None
-    source: Source
-    if args.replay:
-        try:
-            source = ReplaySource(args.replay, args.speed)
-        except OSError as e:
-            raise UsageError(f"--replay: cannot read {args.replay}: {e.strerror}") from None
-        available = source.instruments
-        if not available:
-            raise UsageError(f"--replay: {args.replay} lists no instruments in its header")
-        instruments = (
-            resolve(wanted, available, f"the header of {args.replay.name}") if wanted else available
-        )
-    else:
-        if args.simulate:
-            mock, instruments = simulated_market(wanted)
-            url, key, token = mock.url, mock.api_key, mock.access_token
-        else:
-            if not wanted:
-                raise UsageError(
-                    "which instruments? give --symbols, --symbols-file or --symbols-from-db"
-                )
-            instruments = resolve(wanted, instruments_dump(args, config), "the instruments dump")
-            key, token = credentials(config)
-            url = config.kite_ws_url
-        source = LiveSource(instruments, url, key, token, record=args.record)
-    try:
-        return run_pipeline(args, config, db, intervals, instruments, source)
-    finally:
-        if mock is not None:
-            mock.stop()
-
-
-def run_pipeline(
-    args: argparse.Namespace,
-    config: Config,
-    db: Database,
-    intervals: tuple[int, ...],
-    instruments: list[Instrument],
-    source: Source,
-) -> int:
-    try:
-        engine = CandleEngine(
-            instruments,
-            CandleConfig(
-                intervals=intervals,
-                sessions=config.sessions or CandleConfig().sessions,
-                grace_s=config.grace_s,
-            ),
-        )
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    sink: Sink
-    spill = None
-    if args.csv:
-        sink = CsvSink(args.csv)
-    else:
-        sink = PostgresSink(db(), config.tables(intervals))
-        config.home.mkdir(parents=True, exist_ok=True)
-        spill = SpillFile(config.spill_path)
-    live = not args.replay
-    checkpoint = config.checkpoint_path("live" if live else "replay")
-    pipeline = Pipeline(engine, sink, checkpoint=checkpoint, spill=spill)
-    install_signal_handlers(pipeline)
-    publisher = None
-    if config.mqtt_broker and not args.no_mqtt:
-        publisher = MqttPublisher(
-            config.mqtt_broker,
-            config.mqtt_port,
-            config.mqtt_topic_prefix,
-            config.service_id,
-            username=config.mqtt_username,
-            password=config.mqtt_password,
-            tls=config.mqtt_use_tls,
-            interval_s=config.heartbeat_interval,
-        )
-    monitor = Monitor(pipeline.status, config.heartbeat_interval, publisher, config.service_id)
-    pipeline.on_stopping = monitor.stopping
-    if isinstance(source, ReplaySource) and sys.stderr.isatty():
-        pipeline.on_batch = ProgressBar(source, pipeline)
-    log.info(
-        "%s: %d instruments, intervals %s",
-        source.name,
-        len(instruments),
-        ",".join(map(str, intervals)),
-    )
-    monitor.start()
-    try:
-        summary = pipeline.run(source, live=live, finalize=not args.no_finalize)
-    finally:
-        monitor.stop()
-    if pipeline.on_batch is not None:
-        print(file=sys.stderr)
-    for line in summary.lines():
-        print(line)
-    return EXIT_FAILURE if summary.spilled else 0
+    return run_service(args, config, db, intervals, choose_source(args, config, db))
 
 
 def save_traceback(error: BaseException) -> str:

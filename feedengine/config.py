@@ -4,16 +4,20 @@ Every variable, its default and meaning is listed in ``.env.example``; command-l
 override them. The seed service's names are kept.
 """
 
+import io
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from dotenv import load_dotenv
 
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
 from feedengine.database import DEFAULT_TABLE_TEMPLATE, table_names
 from feedengine.errors import ConfigError
 from feedengine.instruments import KITE_API_ROOT
 from feedengine.sessions import Session, parse_sessions
+from feedengine.textfile import TextFileError, read_text
 
 #: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
 DEFAULT_HOME = Path("~/.local/share/feedengine").expanduser()
@@ -144,3 +148,21 @@ class Config:
 
     def symbols_sql(self) -> str:
         return self.symbols_query or DEFAULT_SYMBOLS_QUERY.format(table_5min=self.table_5min)
+
+
+def load_env_file(path: Path) -> None:
+    """Add the settings of a ``.env`` file to the environment (never overriding it).
+
+    Raises
+    ------
+    ConfigError
+        The file cannot be read or is not UTF-8 text (a UTF-8 or UTF-16 byte-order mark is
+        fine).
+    """
+    if not path.exists():
+        return
+    try:
+        text = read_text(path, "env file")
+    except TextFileError as e:
+        raise ConfigError(str(e)) from None
+    load_dotenv(stream=io.StringIO(text), override=False)

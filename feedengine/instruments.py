@@ -1,14 +1,21 @@
 """Instruments: token, trading symbol and exchange, and where they come from."""
 
 import csv
+import logging
 import os
+import re
+import tempfile
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from feedengine.errors import InstrumentsError
 from feedengine.segments import exchange_of_segment, segment_of
+from feedengine.textfile import TextFileError, read_text
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -25,11 +32,34 @@ class Instrument:
         return segment_of(self.instrument_token)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Instrument":
-        """From a tick-file meta entry or an instruments-dump row."""
-        token = int(d["instrument_token"])
-        exchange = str(d.get("exchange") or exchange_of_segment(segment_of(token)))
-        return cls(token, str(d["tradingsymbol"]), exchange.upper())
+    def from_dict(cls, d: Any) -> "Instrument":
+        """From a tick-file meta entry or an instruments-dump row.
+
+        Raises
+        ------
+        InstrumentsError
+            ``d`` lacks a field or has one of the wrong type (the message names it).
+        """
+        if not isinstance(d, dict):
+            raise InstrumentsError(f"an instrument must be an object, not {d!r:.80}")
+        try:
+            token = int(d["instrument_token"])
+            symbol = d["tradingsymbol"]
+        except KeyError as e:
+            raise InstrumentsError(f"instrument {d!r:.120} lacks {e.args[0]!r}") from None
+        except (TypeError, ValueError):
+            raise InstrumentsError(
+                f"instrument {d!r:.120}: instrument_token is not a whole number"
+            ) from None
+        exchange = d.get("exchange") or exchange_of_segment(segment_of(token))
+        if not 0 < token < 2**32 or not isinstance(symbol, str) or not symbol:
+            raise InstrumentsError(
+                f"instrument {d!r:.120}: needs a token from 1 to 2**32-1 and a non-empty "
+                "tradingsymbol"
+            )
+        if not isinstance(exchange, str):
+            raise InstrumentsError(f"instrument {d!r:.120}: exchange is not text")
+        return cls(token, symbol, exchange.upper())
 
     def to_dict(self) -> dict[str, Any]:
         """As a tick-file meta entry."""
@@ -59,34 +89,46 @@ def read_dump(path: Path) -> list[Instrument]:
             return [Instrument.from_dict(row) for row in reader if row["instrument_token"]]
     except OSError as e:
         raise InstrumentsError(f"cannot read instruments dump {path}: {e.strerror}") from None
-    except ValueError as e:
-        if isinstance(e, InstrumentsError):
-            raise
+    except (InstrumentsError, UnicodeDecodeError) as e:
         raise InstrumentsError(f"{path}: bad row in instruments dump ({e})") from None
 
 
 def write_dump(path: Path, instruments: list[Instrument]) -> None:
-    """Write a dump CSV atomically (the daily cache)."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(DUMP_COLUMNS)
-        for i in instruments:
-            writer.writerow((i.instrument_token, i.tradingsymbol, i.exchange))
-    os.replace(tmp, path)
+    """Write a dump CSV atomically (the daily cache); processes may race, neither tears it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(DUMP_COLUMNS)
+            for i in instruments:
+                writer.writerow((i.instrument_token, i.tradingsymbol, i.exchange))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_cache_path(cache_dir: Path, day: date, root: str) -> Path:
+    """The day's cached dump of the API at ``root``.
+
+    Keyed by the API's host too: a run against the local Kite server must not leave its
+    tokens for a real run the same day.
+    """
+    host = re.sub(r"[^A-Za-z0-9.-]+", "_", urlsplit(root).netloc or root).strip("_")
+    return cache_dir / f"instruments-{day:%Y-%m-%d}-{host}.csv"
 
 
 def fetch_dump(
     api_key: str, access_token: str, cache_dir: Path, day: date, root: str | None = None
 ) -> list[Instrument]:
-    """Kite's instruments dump, downloaded once per day into ``cache_dir``.
+    """Kite's instruments dump, downloaded once per day and API root into ``cache_dir``.
 
     Raises
     ------
     InstrumentsError
         When the download fails (the message says why).
     """
-    cache = cache_dir / f"instruments-{day:%Y-%m-%d}.csv"
+    cache = dump_cache_path(cache_dir, day, root or KITE_API_ROOT)
     if cache.exists():
         return read_dump(cache)
     from kiteconnect import KiteConnect  # REST client: only when a download is needed
@@ -100,8 +142,11 @@ def fetch_dump(
     except OSError as e:
         raise InstrumentsError(f"cannot download the instruments dump: {e}") from None
     instruments = [Instrument.from_dict(r) for r in rows]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    write_dump(cache, instruments)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_dump(cache, instruments)
+    except OSError as e:  # the dump is in hand; only tomorrow's first run pays again
+        log.warning("cannot cache the instruments dump in %s: %s", cache_dir, e.strerror)
     return instruments
 
 
@@ -114,8 +159,14 @@ def parse_symbol(text: str) -> tuple[str, str]:
     return (exchange.strip() or "NSE").upper(), symbol.upper()
 
 
-def resolve(symbols: list[str], available: list[Instrument], where: str) -> list[Instrument]:
-    """The instruments named by ``symbols``; every unknown one named in one error."""
+def resolve(
+    symbols: list[str], available: list[Instrument], where: str, skip_unknown: bool = False
+) -> list[Instrument]:
+    """The instruments named by ``symbols``.
+
+    Every unknown one is named in one error, or, with ``skip_unknown``, in one warning (an
+    expired contract must not stop a day's feed); it is an error still when none is known.
+    """
     by_name = {(i.exchange, i.tradingsymbol.upper()): i for i in available}
     chosen: dict[int, Instrument] = {}
     unknown = []
@@ -126,16 +177,19 @@ def resolve(symbols: list[str], available: list[Instrument], where: str) -> list
         else:
             chosen.setdefault(inst.instrument_token, inst)
     if unknown:
-        raise InstrumentsError(f"{len(unknown)} unknown symbol(s) in {where}: {', '.join(unknown)}")
+        message = f"{len(unknown)} unknown symbol(s) in {where}: {', '.join(unknown)}"
+        if not skip_unknown or not chosen:
+            raise InstrumentsError(message)
+        log.warning("%s; running the other %d (--skip-unknown)", message, len(chosen))
     return list(chosen.values())
 
 
 def read_symbols_file(path: Path) -> list[str]:
     """Symbols of a ``--symbols-file``: one a line, ``#`` starts a comment."""
     try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise InstrumentsError(f"cannot read symbols file {path}: {e.strerror}") from None
+        lines = read_text(path, "symbols file").splitlines()
+    except TextFileError as e:
+        raise InstrumentsError(str(e)) from None
     symbols = [s for s in (line.split("#", 1)[0].strip() for line in lines) if s]
     if not symbols:
         raise InstrumentsError(f"symbols file {path} lists no symbols")

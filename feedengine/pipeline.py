@@ -116,12 +116,18 @@ class Pipeline:
         self.on_batch: Callable[[], None] | None = None
         self.on_stopping: Callable[[], None] | None = None
         self._source: Source | None = None
+        self._stop_reason: str | None = None
         self._last_tick_wall: float | None = None
         self._faults = np.zeros(_wire.NUM_FAULTS, np.int64)
         self._ticks = np.empty(TICK_BUFFER, KTICK_DTYPE)
 
-    def stop(self) -> None:
-        """Ask :meth:`run` to stop after the current batch (thread- and signal-safe)."""
+    def stop(self, reason: str | None = None) -> None:
+        """Ask :meth:`run` to stop after the current batch (thread- and signal-safe).
+
+        ``reason`` is logged by :meth:`run`'s thread when it begins to stop.
+        """
+        if reason is not None:
+            self._stop_reason = reason
         self.stop_event.set()
 
     def status(self) -> dict[str, Any]:
@@ -189,6 +195,8 @@ class Pipeline:
                     break
             else:
                 ended = not live
+            if self._stop_reason is not None:
+                log.info("%s", self._stop_reason)
             self.state = "stopping"
             if self.on_stopping is not None:
                 self.on_stopping()

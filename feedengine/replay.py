@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from feedengine.errors import InstrumentsError, TickFileError
 from feedengine.instruments import Instrument
 from feedengine.source import MessageBatch
-from feedengine.tickfile import TickReader
+from feedengine.tickfile import CRC_BYTES, META_OFFSET, TickReader
 
 #: Longest a paced replay sleeps at once, so that stop() is honoured promptly (seconds).
 MAX_SLEEP = 0.05
@@ -43,7 +44,20 @@ class ReplaySource:
 
     @property
     def instruments(self) -> list[Instrument]:
-        return [Instrument.from_dict(d) for d in self.reader.instruments]
+        """The instruments of the file's header.
+
+        Raises
+        ------
+        TickFileError
+            The header's instrument list is not a list of valid instruments.
+        """
+        listed = self.reader.meta.get("instruments", [])
+        if not isinstance(listed, list):
+            raise TickFileError(self.reader.path, META_OFFSET, "header instruments is not a list")
+        try:
+            return [Instrument.from_dict(d) for d in listed]
+        except InstrumentsError as e:
+            raise TickFileError(self.reader.path, META_OFFSET, f"header: {e}") from None
 
     def start(self) -> None:
         self._stop.clear()
@@ -52,9 +66,9 @@ class ReplaySource:
         self._stop.set()
 
     @property
-    def progress(self) -> float:
-        """Fraction of the file read so far, by bytes."""
-        return min(1.0, self._bytes / max(self.reader.size, 1))
+    def bytes_read(self) -> int:
+        """Bytes of the file handed out so far: the end of the last message yielded."""
+        return self._bytes
 
     def position(self) -> dict[str, str | int]:
         return {
@@ -83,7 +97,6 @@ class ReplaySource:
     def _records(self) -> Iterator[MessageBatch]:
         skip = self._skip
         for batch in self.reader.batches():
-            self._bytes = int(batch.offsets[-1] + batch.lengths[-1])
             if skip >= len(batch):
                 skip -= len(batch)
                 self.records += len(batch)
@@ -96,14 +109,19 @@ class ReplaySource:
                 skip = 0
             yield batch
         self._ended = True
+        self._bytes = self.reader.size
+
+    def _handed(self, batch: MessageBatch) -> MessageBatch:
+        self.records += len(batch)
+        self._bytes = int(batch.offsets[-1] + batch.lengths[-1]) + CRC_BYTES
+        return batch
 
     def batches(self) -> Iterator[MessageBatch]:
         if self.speed == 0:
             for batch in self._records():
                 if self._stop.is_set():
                     return
-                self.records += len(batch)
-                yield batch
+                yield self._handed(batch)
             return
         origin_wall: int | None = None
         origin_recv = 0
@@ -117,8 +135,13 @@ class ReplaySource:
                 replay_now = origin_recv + (time.monotonic_ns() - origin_wall) * self.speed
                 due = int(np.searchsorted(batch.recv_ns, replay_now, side="right"))
                 if due > i:
-                    yield MessageBatch(
-                        batch.buf, batch.recv_ns[i:due], batch.offsets[i:due], batch.lengths[i:due]
+                    yield self._handed(
+                        MessageBatch(
+                            batch.buf,
+                            batch.recv_ns[i:due],
+                            batch.offsets[i:due],
+                            batch.lengths[i:due],
+                        )
                     )
                     i = due
                     continue

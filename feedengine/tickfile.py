@@ -36,8 +36,12 @@ log = logging.getLogger(__name__)
 MAGIC = b"FEEDTKS1"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sI")
+#: Byte offset of the header's JSON metadata (errors about the header point here).
+META_OFFSET = _HEADER.size
 _RECORD_HEAD = struct.Struct("<qI")
 _CRC = struct.Struct("<I")
+#: Bytes after a record's payload: its CRC-32.
+CRC_BYTES = _CRC.size
 #: Largest payload a record may hold: the largest possible Kite message.
 MAX_PAYLOAD: int = _tickfile.MAX_PAYLOAD
 #: The writer hands its buffer to the OS at least this often (seconds), so a crash loses
@@ -261,6 +265,8 @@ class TickReader:
                     _SCAN["bad_crc"]: "record fails its CRC-32",
                     _SCAN["bad_length"]: "record length larger than any Kite message",
                     _SCAN["bad_time"]: "record recv_ns goes backwards",
+                    _SCAN["past_end"]: "record length runs past the end of the file, "
+                    "yet good records follow it (not a torn tail: the file is damaged)",
                 }[code]
                 raise TickFileError(self.path, pos, f"corrupt tick file: {reason}")
 

@@ -1,14 +1,9 @@
 """Fault runs: each ends with exactly the rows of an uninterrupted run (SPEC sections 5-7)."""
 
-import os
 import shutil
 import signal
-import subprocess
-import sys
 import threading
-import time
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,14 +14,15 @@ from feedengine.instruments import Instrument
 from feedengine.live import LiveSource
 from feedengine.mockkite import MockKite, tick_file_source
 from feedengine.pipeline import Pipeline
+from feedengine.recording import RecordingSource
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tickfile import TickReader
 from tests.brokers import start_amqtt
+from tests.processes import Service, clean_env, cli, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 INTERVALS = (1, 5, 15)
 
 
@@ -91,14 +87,21 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
         spill=SpillFile(tmp_path / "spill.bin"),
         retry_first_s=0.05,
     )
+    batches = source.batches
 
-    def outage():
-        time.sleep(1.5)
-        stop()
-        time.sleep(1.0)
-        start()
+    def with_an_outage():
+        """The server goes down once rows were committed, and comes back only after the
+        flusher has failed to write (the replay waits for that): an outage mid-day."""
+        for i, batch in enumerate(batches()):
+            if i == 20:
+                assert wait_until(lambda: pipeline.flusher.rows_written > 0)
+                stop()
+            if i == 60:
+                assert wait_until(lambda: pipeline.flusher.failures > 0)
+                start()
+            yield batch
 
-    threading.Thread(target=outage, daemon=True).start()
+    source.batches = with_an_outage
     summary = pipeline.run(source)
     assert pipeline.flusher.failures > 0, "the outage was not noticed"
     assert summary.spilled == 0 and SpillFile(tmp_path / "spill.bin").rows == 0
@@ -106,40 +109,28 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
         assert db_candles(conn, tables) == as_naive(expected)
 
 
-def kill_mid_run(args, env, seconds):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "feedengine", *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    time.sleep(seconds)
-    proc.kill()
-    proc.communicate()
-    return proc.returncode
+def kill_when(args, env, condition):
+    """Run feedengine until ``condition()`` holds, then SIGKILL it; return its status."""
+    service = Service(*args, env=env)
+    assert wait_until(condition), service.stderr
+    return service.kill()
 
 
 def test_sigkill_with_the_database_down_then_restart(
     pg, pg_dsn, table_prefix, day, expected, tmp_path
 ):
-    base = {
-        "PATH": os.environ["PATH"],
-        "FEEDENGINE_HOME": str(tmp_path),
-        "CANDLE_TABLE_TEMPLATE": table_prefix,
-    }
-    dead = {**base, "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/none"}
-    assert kill_mid_run(["--replay", day, "--speed", "3000"], dead, 4) == -signal.SIGKILL
-    spilled = SpillFile(tmp_path / "spill.bin").rows
-    assert spilled > 0  # written while the database was down, kept across the kill
-    proc = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--replay", str(day)],
-        cwd=ROOT,
-        env={**base, "PG_CONN_STR": pg_dsn},
-        capture_output=True,
-        text=True,
-        check=False,
+    base = {"CANDLE_TABLE_TEMPLATE": table_prefix}
+    dead = clean_env(tmp_path, PG_CONN_STR="postgresql://nobody@127.0.0.1:1/none", **base)
+    spill = tmp_path / "spill.bin"
+    status = kill_when(
+        ["--replay", day, "--speed", "3000"],
+        dead,
+        lambda: spill.exists() and SpillFile(spill).rows > 0,
     )
+    assert status == -signal.SIGKILL
+    spilled = SpillFile(spill).rows
+    assert spilled > 0  # written while the database was down, kept across the kill
+    proc = cli("--replay", day, env={"PG_CONN_STR": pg_dsn, **base}, home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"{spilled} spilled candle rows from an earlier run" in proc.stderr
     assert SpillFile(tmp_path / "spill.bin").rows == 0
@@ -148,68 +139,39 @@ def test_sigkill_with_the_database_down_then_restart(
 
 def test_sigkill_while_recording_leaves_a_readable_tick_file(tmp_path):
     record = tmp_path / "rec.ticks"
-    env = {"PATH": os.environ["PATH"], "FEEDENGINE_HOME": str(tmp_path)}
-    assert (
-        kill_mid_run(
-            ["--simulate", "--record", record, "--csv", tmp_path / "c.csv", "--no-mqtt"], env, 5
-        )
-        == -signal.SIGKILL
+
+    def ticks_recorded():
+        if not record.exists():
+            return 0
+        return sum(len(m) > 1 for _, m in TickReader(record).messages())
+
+    status = kill_when(
+        ["--simulate", "--record", record, "--csv", tmp_path / "c.csv", "--no-mqtt"],
+        clean_env(tmp_path),
+        lambda: ticks_recorded() >= 5,
     )
-    reader = TickReader(record)
-    assert sum(1 for _ in reader.messages()) >= 1
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "feedengine",
-            "--replay",
-            str(record),
-            "--csv",
-            str(tmp_path / "r.csv"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    assert status == -signal.SIGKILL
+    assert ticks_recorded() >= 5
+    proc = cli("--replay", record, "--csv", tmp_path / "r.csv", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    assert "ticks decoded      0" not in proc.stdout
 
 
 def test_mqtt_broker_stopped_mid_run_does_not_touch_the_feed(day, expected, tmp_path):
     port, stop_broker = start_amqtt()
-    env = {
-        "PATH": os.environ["PATH"],
-        "FEEDENGINE_HOME": str(tmp_path),
-        "MQTT_BROKER": "127.0.0.1",
-        "MQTT_PORT": str(port),
-        "HEARTBEAT_INTERVAL": "1",
-        "SERVICE_ID": f"t{uuid.uuid4().hex[:6]}",
-    }
-    out = tmp_path / "c.csv"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "feedengine",
-            "--replay",
-            str(day),
-            "--speed",
-            "4000",
-            "--csv",
-            str(out),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    env = clean_env(
+        tmp_path,
+        MQTT_BROKER="127.0.0.1",
+        MQTT_PORT=str(port),
+        HEARTBEAT_INTERVAL="1",
+        SERVICE_ID=f"t{uuid.uuid4().hex[:6]}",
     )
-    time.sleep(2)
+    out = tmp_path / "c.csv"
+    service = Service("--replay", day, "--speed", "4000", "--csv", out, env=env)
+    service.wait_for_line("MQTT connected")
     stop_broker()
-    _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    assert "MQTT connected" in stderr and "lost" in stderr
+    assert service.finish() == 0, service.stderr
+    assert "lost" in service.stderr
     latest = {}
     for line in out.read_text().splitlines()[1:]:
         dt, sym, minutes, *values = line.split(",")
@@ -231,27 +193,36 @@ def test_kite_dropped_repeatedly_loses_only_unreceived_ticks(day, tmp_path):
         server.url,
         "k",
         "t",
-        record=record,
         clock=server.stream_clock,
         backoff_first_s=0.05,
         silence_s=2.0,
     )
     config = CandleConfig(intervals=INTERVALS, grace_s=30.0)
     pipeline = Pipeline(CandleEngine(instruments, config), live_sink := MemorySink())
+    errors = []
 
     def faults():
-        for _ in range(4):
-            time.sleep(1.0)
-            server.inject("drop")
-        server.finished.wait(60)
-        time.sleep(0.5)
-        pipeline.stop()
+        try:
+            status = live.status[0]
+            for k in range(4):
+                seen = status.messages
+                assert wait_until(
+                    lambda seen=seen: status.state == "connected" and status.messages > seen
+                )
+                server.inject("drop")
+                assert wait_until(lambda k=k: status.reconnects > k)
+            server.finished.wait(60)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            pipeline.stop()
 
     threading.Thread(target=faults, daemon=True).start()
     try:
-        pipeline.run(live, live=True, clock=server.stream_clock)
+        pipeline.run(RecordingSource(live, record), live=True, clock=server.stream_clock)
     finally:
         server.stop()
+    assert not errors, errors
     assert live.status[0].reconnects >= 4
     # The candles are exactly those of the ticks that were received: replaying the
     # recording of this very run gives the same rows, no more, no fewer.

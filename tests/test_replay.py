@@ -110,3 +110,38 @@ def test_replay_cli_bad_input_is_one_line(tmp_path):
 def test_instrument_exchange_defaults_to_segment():
     index = Instrument.from_dict({"instrument_token": 256265, "tradingsymbol": "NIFTY 50"})
     assert index.exchange == "INDICES"
+
+
+def test_paced_replay_stopped_and_resumed_counts_each_tick_once(tmp_path):
+    """Regression: a paced replay (--speed) never advanced its position, so a resumed one
+    re-read the whole file: right rows, doubled counters."""
+    from feedengine.simulator import SimConfig, simulate
+
+    path = tmp_path / "d.ticks"
+    simulate(path, SimConfig(instruments=10, ticks=4000, seed=3))
+    whole = replay(path, intervals=(1, 5))[1]
+
+    checkpoint = tmp_path / "checkpoint.npz"
+    first = ReplaySource(path, speed=1e7)
+    engine = CandleEngine(first.instruments, CandleConfig(intervals=(1, 5)))
+    pipeline = Pipeline(engine, MemorySink(), checkpoint=checkpoint)
+    inner = first.batches
+
+    def stop_midway():
+        for i, batch in enumerate(inner()):
+            yield batch
+            if i == 40:
+                pipeline.stop()
+
+    first.batches = stop_midway
+    before = pipeline.run(first)
+    assert not before.finished and 0 < before.ticks < whole.ticks
+    assert first.position()["replay_records"] == before.messages
+
+    second = ReplaySource(path, speed=1e7)
+    engine = CandleEngine(second.instruments, CandleConfig(intervals=(1, 5)))
+    after = Pipeline(engine, MemorySink(), checkpoint=checkpoint).run(second)
+    assert after.finished
+    assert before.ticks + after.ticks == whole.ticks
+    assert before.messages + after.messages == whole.messages
+    assert after.counters == whole.counters

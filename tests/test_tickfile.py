@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedengine import _tickfile
-from feedengine.reference import tickfile as ref
 from feedengine.errors import TickFileError
+from feedengine.reference import tickfile as ref
 from feedengine.tickfile import MAGIC, TickReader, TickWriter, make_meta
 
 INSTRUMENTS = [{"instrument_token": 408065, "tradingsymbol": "INFY", "exchange": "NSE"}]
@@ -167,3 +167,39 @@ def test_batches_are_large_and_views_outlive_reader(tmp_path):
     assert [len(b) for b in batches] == [4096, 4096, 1808]
     assert bytes(batches[-1].message(1807)) == bytes([9999 % 256]) * 10
     assert np.all(np.diff(np.concatenate([b.recv_ns for b in batches])) == 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(record_lists.filter(lambda r: len(r) >= 2), st.data())
+def test_length_past_the_end_with_good_records_after_is_corruption(tmp_path_factory, records, data):
+    """Regression: a corrupt length mid-file was taken for a torn tail, silently dropping
+    every record after it (half a day in the field)."""
+    path = write_file(tmp_path_factory.mktemp("t") / "a.ticks", records)
+    whole = bytearray(path.read_bytes())
+    starts = [len(whole)]
+    for _, payload in reversed(records):
+        starts.insert(0, starts[0] - (12 + len(payload) + 4))
+    victim = data.draw(st.integers(0, len(records) - 2))
+    pos = starts[victim]
+    # Either past the end of the file, or ending exactly at it (then its CRC fails there).
+    to_end = len(whole) - pos - 16
+    length = data.draw(st.sampled_from([to_end, to_end + 1, to_end + 1000]))
+    whole[pos + 8 : pos + 12] = struct.pack("<I", length)
+    path.write_bytes(bytes(whole))
+    with pytest.raises(TickFileError, match=f"byte offset {pos}") as err:
+        read_all(path)
+    assert err.value.offset == pos
+    _, got, outcome, offset = ref.read(bytes(whole))
+    assert outcome in ("past_end", "bad_crc") and offset == pos
+    assert got == records[:victim]
+
+
+def test_corrupt_length_mid_file_names_the_offset_in_a_replay(tmp_path):
+    records = [(i, bytes([i]) * 50) for i in range(1, 200)]
+    path = write_file(tmp_path / "a.ticks", records)
+    data = bytearray(path.read_bytes())
+    pos = len(data) - 150 * (12 + 50 + 4)
+    data[pos + 8 : pos + 12] = struct.pack("<I", 1_000_000)
+    path.write_bytes(bytes(data))
+    with pytest.raises(TickFileError, match="runs past the end of the file, yet good records"):
+        read_all(path)
