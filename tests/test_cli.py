@@ -178,6 +178,29 @@ def expected_rows(intervals=(1, 5, 15)):
     return sink
 
 
+def in_progress(checkpoint):
+    """The open candles a checkpoint holds: ``{(minutes, symbol, IST start): values}``."""
+    from datetime import datetime
+    from decimal import Decimal
+
+    import numpy as np
+
+    from feedengine.segments import IST, price_text
+
+    symbols = {i.instrument_token: i.tradingsymbol for i in ReplaySource(SAMPLE).instruments}
+    with np.load(checkpoint) as data:
+        slots, intervals = data["slots"], data["intervals"].tolist()
+        bars = data["bars"].reshape(len(slots), len(intervals))
+    out = {}
+    for slot, j in zip(*np.nonzero(bars["state"] == 1), strict=True):  # BAR_OPEN
+        bar = bars[slot, j]
+        start = datetime.fromtimestamp(int(bar["start_ns"]) // 10**9, IST).replace(tzinfo=None)
+        prices = (Decimal(price_text(int(bar[k]), 100)) for k in ("open", "high", "low", "close"))
+        volume = int(bar["last"] - bar["base"]) if bar["last"] >= 0 else 0
+        out[(intervals[j], symbols[int(slots["token"][slot])], start)] = (*prices, volume)
+    return out
+
+
 def rows_in(pg, table):
     if pg.execute("SELECT to_regclass(%s)", (f'"{table}"',)).fetchone()[0] is None:
         return 0
@@ -195,11 +218,22 @@ def test_sigterm_mid_replay_writes_open_candles_checkpoints_and_resumes(
     service.send(signal.SIGTERM)
     assert service.finish() == 0, service.stderr
     assert "stopped early" in service.stdout
-    assert (tmp_path / "checkpoint-replay.npz").exists()
-    assert rows_in(pg, table) > 0  # completed and in-progress candles are in the database
+    checkpoint = tmp_path / "checkpoint-replay.npz"
+    open_candles = in_progress(checkpoint)
+    assert open_candles  # the replay stopped mid-day, with candles open
+    for (minutes, symbol, start), values in open_candles.items():
+        row = pg.execute(
+            f'SELECT open, high, low, close, volume FROM "{table_prefix.format(interval=minutes)}" '
+            "WHERE tradingsymbol = %s AND datetime = %s",
+            (symbol, start),
+        ).fetchone()
+        assert row == values, (minutes, symbol, start)  # written as in-progress rows
     again = cli("--replay", SAMPLE, env=env, home=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert not (tmp_path / "checkpoint-replay.npz").exists()
+    assert "resumed open candles from checkpoint" in again.stderr
+    decoded = int(again.stdout.split("ticks decoded")[1].split()[0].replace(",", ""))
+    assert 0 < decoded < 22_105  # it went on from where the first run stopped
+    assert not checkpoint.exists()
     want = expected_rows()
     for minutes in (1, 5, 15):
         rows = pg.execute(
