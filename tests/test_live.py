@@ -15,6 +15,7 @@ import pytest
 
 from feedengine import wire
 from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.errors import AuthError, StreamError
 from feedengine.instruments import (
     Instrument,
     InstrumentsError,
@@ -30,7 +31,6 @@ from feedengine.simulator import SimConfig, simulate
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.sink import MemorySink
-from feedengine.errors import AuthError, StreamError
 from feedengine.ticker import KiteStream, shard
 from feedengine.tickfile import TickReader
 
@@ -59,9 +59,9 @@ def window(tmp_path_factory):
     return path
 
 
-def serve(path, speed):
+def serve(path, speed, **options):
     messages, rows = tick_file_source(path)
-    return MockKite(messages, rows, api_key=KEY, access_token=TOKEN, speed=speed).start()
+    return MockKite(messages, rows, api_key=KEY, access_token=TOKEN, speed=speed, **options).start()
 
 
 class Collector:
@@ -88,7 +88,8 @@ def test_official_kiteticker_receives_what_we_decode(window):
             ws.subscribe({tokens!r})
             ws.set_mode(ws.MODE_FULL, {tokens!r})
         def on_message(ws, payload, is_binary):
-            if is_binary and len(payload) > 1:
+            # stop() is only reactor.stop(): a message already read is still delivered.
+            if is_binary and len(payload) > 1 and len(seen) < 30:
                 seen.append([payload.hex(), ws._parse_binary(payload)])
             if len(seen) >= 30:
                 ws.stop()
@@ -134,7 +135,8 @@ def test_live_candles_equal_replay_of_the_same_file(window):
 
     def stop_when_done():
         server.finished.wait(120)
-        time.sleep(0.5)
+        # Every packet the server sent has been decoded and applied.
+        wait_for(lambda: pipeline.summary.ticks >= server.packets_sent, 60)
         pipeline.stop()
 
     threading.Thread(target=stop_when_done, daemon=True).start()
@@ -146,8 +148,12 @@ def test_live_candles_equal_replay_of_the_same_file(window):
     assert sink.candles == replayed.candles
 
 
+def data_frames(collector):
+    return sum(len(m) > 1 for _, m in collector.messages)
+
+
 def test_disconnects_reconnect_and_never_duplicate(window):
-    server = serve(window, speed=40)
+    server = serve(window, speed=40, record_frames=True)
     got = Collector()
     tokens = [i["instrument_token"] for i in TickReader(window).instruments]
     stream = KiteStream(server.url, KEY, TOKEN, tokens, got, **FAST)
@@ -155,7 +161,8 @@ def test_disconnects_reconnect_and_never_duplicate(window):
     try:
         for _ in range(3):
             assert wait_for(lambda: stream.status[0].state == "connected")
-            time.sleep(0.5)
+            before = data_frames(got)
+            assert wait_for(lambda n=before: data_frames(got) > n + 3)  # data flows; drop
             server.inject("drop")
             assert wait_for(lambda: stream.status[0].state != "connected", 5)
         assert wait_for(lambda: stream.status[0].state == "connected")
@@ -207,12 +214,14 @@ def test_malformed_frame_and_text_error_do_not_stop_the_feed(window, caplog):
     live = LiveSource(instruments, server.url, KEY, TOKEN, **FAST)
     pipeline = Pipeline(CandleEngine(instruments, CandleConfig()), MemorySink())
 
+    def logged(text):
+        return any(text in r.getMessage() for r in list(caplog.records))
+
     def faults():
-        wait_for(lambda: live.status[0].state == "connected")
-        time.sleep(0.3)
+        wait_for(lambda: server.subscribes >= 1)
         server.inject("malformed")
         server.inject("error")
-        time.sleep(1.0)
+        wait_for(lambda: logged("malformed Kite messages") and logged("error from Kite"))
         pipeline.stop()
 
     threading.Thread(target=faults, daemon=True).start()
@@ -282,11 +291,13 @@ def test_recording_replays_to_the_same_candles(window, tmp_path):
     config = CandleConfig(intervals=(1,), grace_s=10.0)
     pipeline = Pipeline(CandleEngine(instruments, config), live_sink := MemorySink())
 
-    def stop_soon():
-        time.sleep(4)
+    def stop_after_a_candle():
+        # Stopped once a candle has closed and been written: both runs then hold closed
+        # and in-progress candles.
+        wait_for(lambda: live_sink.candles, 60)
         pipeline.stop()
 
-    threading.Thread(target=stop_soon, daemon=True).start()
+    threading.Thread(target=stop_after_a_candle, daemon=True).start()
     try:
         pipeline.run(live, live=True, clock=server.stream_clock)
     finally:
