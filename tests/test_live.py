@@ -387,3 +387,92 @@ def test_cli_test_broker_and_live_errors(window, tmp_path):
         errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
         assert "Traceback" not in proc.stderr and len(errors) == 1
         assert errors[0].startswith("feedengine: error: ")
+
+
+def test_a_dead_link_is_noticed_within_the_silence_timeout(window):
+    """A black hole (no data, no reading: no close handshake can complete) is left within
+    silence_s. It took silence_s + 10 s (websockets' close timeout) before, while the state
+    still said connected."""
+    server = serve(window, speed=40)
+    stream = KiteStream(
+        server.url,
+        KEY,
+        TOKEN,
+        [i["instrument_token"] for i in TickReader(window).instruments],
+        lambda t, m: None,
+        **FAST,
+    )
+    stream.start()
+    try:
+        assert wait_for(lambda: stream.status[0].state == "connected" and server.subscribes)
+        server.inject("blackhole")
+        injected = time.monotonic()
+        assert wait_for(lambda: stream.status[0].state != "connected", 30)
+        noticed = time.monotonic() - injected
+        assert noticed < FAST["silence_s"] + 0.5, f"noticed after {noticed:.1f} s"
+        assert wait_for(lambda: stream.status[0].state == "connected")
+        assert server.connections == 2
+    finally:
+        stream.stop()
+        server.stop()
+
+
+def test_a_handshake_timeout_is_its_own_line_and_part_of_the_backoff(window, caplog):
+    """A server that accepts TCP but never answers the handshake: each failure is logged as
+    an open timeout (it was "no message for 10 s"), and attempts start one backoff apart,
+    counted from each attempt's start (the timeout was added to every step)."""
+    server = serve(window, speed=1)
+    server.inject("stall", seconds=60)
+    stream = KiteStream(
+        server.url,
+        KEY,
+        TOKEN,
+        [256265],
+        lambda t, m: None,
+        silence_s=5.0,
+        open_timeout_s=1.0,
+        backoff_first_s=1.0,
+        backoff_cap_s=1.0,
+    )
+    with caplog.at_level(logging.INFO, logger="feedengine.ticker"):
+        stream.start()
+        try:
+            assert wait_for(lambda: len(server.handshakes) >= 4, 30)
+            assert stream.status[0].state != "connected"
+        finally:
+            stream.stop()
+            server.stop()
+    gaps = np.diff(list(server.handshakes)[:4])
+    # Backoff 0.5-1.0 s with jitter, the timeout 1 s: attempts start about 1 s apart (they
+    # were 1.5-2 s apart: timeout + backoff).
+    assert gaps.min() > 0.9 and gaps.max() < 1.3, gaps
+    assert "(open timeout)" in caplog.text
+    assert "no message for" not in caplog.text
+
+
+def test_a_failing_callback_is_fatal_not_a_lost_connection(window):
+    """An OSError raised by the consumer (a full disk while recording) is the consumer's:
+    it stops the stream and reaches check(); it was taken for a lost connection and the
+    stream reconnected in a loop."""
+    server = serve(window, speed=40)
+
+    def full_disk(recv_ns, message):
+        raise OSError(28, "No space left on device")
+
+    stream = KiteStream(
+        server.url,
+        KEY,
+        TOKEN,
+        [i["instrument_token"] for i in TickReader(window).instruments],
+        full_disk,
+        **FAST,
+    )
+    stream.start()
+    try:
+        assert wait_for(lambda: not stream.alive, 10)
+        with pytest.raises(OSError, match="No space left"):
+            stream.check()
+        assert stream.status[0].reconnects == 0 and stream.status[0].state == "failed"
+    finally:
+        stream.stop()
+        server.stop()
