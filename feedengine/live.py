@@ -1,11 +1,18 @@
 """The live Kite feed as a pipeline source, with optional recording to a tick file.
 
 The stream's thread puts each binary message into a bounded queue (a full queue blocks the
-socket: back-pressure, never a drop) and, with ``--record``, appends it to a tick file. The
-pipeline's thread takes the queued messages a batch at a time; when the market is quiet it
-still gets an empty batch every :data:`BATCH_WAIT_S`, so its clock keeps closing candles.
+socket: back-pressure, never a drop) and, with ``--record``, appends it to a tick file's
+buffer (the writer's own thread does the disk I/O). The pipeline's thread takes the queued
+messages a batch at a time; when the market is quiet it still gets an empty batch every
+:data:`BATCH_WAIT_S`, so its clock keeps closing candles.
+
+Recording is a side job: when it fails (a full disk, an unwritable path) it says so in one
+line (:class:`~feedengine.errors.RecordingError`), stops, shows as ``failed`` in the
+heartbeat, and the feed goes on without losing a tick.
 """
 
+import contextlib
+import logging
 import queue
 import threading
 import time
@@ -13,10 +20,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from feedengine.errors import RecordingError
 from feedengine.instruments import Instrument
 from feedengine.source import MessageBatch
 from feedengine.ticker import ConnectionStatus, KiteStream
 from feedengine.tickfile import TickWriter, make_meta
+
+log = logging.getLogger(__name__)
 
 #: Longest the pipeline waits for a message before it runs its clock anyway (seconds): the
 #: granularity with which idle candles close after their end + grace.
@@ -38,7 +48,8 @@ class LiveSource:
     url, api_key, access_token
         ``KITE_WS_URL`` and the credentials.
     record
-        Tick file to record every binary message to, or None.
+        Tick file to record every binary message to, or None. If it cannot be written,
+        recording stops (:attr:`recording_error`) and the feed goes on.
     clock
         Receive-time source in Unix ns (the same one the pipeline's clock uses).
     """
@@ -71,6 +82,8 @@ class LiveSource:
         )
         self.record = record
         self.recorder: TickWriter | None = None
+        #: Why recording stopped, once it has failed.
+        self.recording_error: RecordingError | None = None
         self._stopped = threading.Event()
 
     @property
@@ -81,9 +94,26 @@ class LiveSource:
     def status(self) -> list[ConnectionStatus]:
         return self.stream.status
 
+    @property
+    def recording(self) -> dict[str, str | int | None] | None:
+        """The recording as the heartbeat reports it; None when not recording."""
+        if self.record is None:
+            return None
+        error = self.recording_error
+        return {
+            "path": str(self.record),
+            "state": "failed" if error is not None else "recording",
+            "records": self.recorder.records if self.recorder is not None else 0,
+            "error": None if error is None else str(error),
+        }
+
     def _on_message(self, recv_ns: int, message: bytes) -> None:
-        if self.recorder is not None:
-            self.recorder.write(recv_ns, message)
+        recorder = self.recorder
+        if recorder is not None and self.recording_error is None:
+            # Never raised into the stream: a writer that failed is reported by the
+            # pipeline's thread (batches) and the message still goes to the candles.
+            with contextlib.suppress(OSError):
+                recorder.write(recv_ns, message)
         while not self._stopped.is_set():
             try:
                 self._queue.put((recv_ns, message), timeout=BATCH_WAIT_S)
@@ -91,18 +121,36 @@ class LiveSource:
             except queue.Full:
                 continue
 
+    def _recording_failed(self, error: OSError) -> None:
+        self.recording_error = RecordingError(
+            f"--record {self.record}: {error.strerror or error}; recording stopped, "
+            "the live feed goes on"
+        )
+        log.error("%s", self.recording_error)
+
     def start(self) -> None:
         if self.record is not None:
-            self.recorder = TickWriter(
-                self.record, make_meta("kite", [i.to_dict() for i in self._instruments])
-            )
+            try:
+                self.recorder = TickWriter(
+                    self.record, make_meta("kite", [i.to_dict() for i in self._instruments])
+                )
+                log.info("recording every Kite message to %s", self.record)
+            except OSError as e:
+                self._recording_failed(e)
         self.stream.start()
 
     def stop(self) -> None:
         self._stopped.set()
         self.stream.stop()
-        if self.recorder is not None:
-            self.recorder.close()
+        recorder = self.recorder
+        if recorder is not None:
+            try:
+                recorder.close()
+            except OSError as e:
+                if self.recording_error is None:
+                    self._recording_failed(e)
+            else:
+                log.info("recorded %d messages to %s", recorder.records, self.record)
 
     def batches(self) -> Iterator[MessageBatch]:
         while not self._stopped.is_set():
@@ -116,6 +164,9 @@ class LiveSource:
                 except queue.Empty:
                     break
             self.stream.check()
+            recorder = self.recorder
+            if recorder is not None and recorder.error is not None and not self.recording_error:
+                self._recording_failed(recorder.error)
             yield MessageBatch.from_messages(messages)
 
     def position(self) -> dict[str, str | int]:
