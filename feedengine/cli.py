@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time as _time
 import traceback
 from datetime import date, datetime, time
@@ -321,7 +322,11 @@ def simulated_market(wanted: list[str] | None) -> tuple[MockKite, list[Instrumen
 
 
 def test_broker(args: argparse.Namespace, config: Config) -> int:
-    """``--test-broker``: profile, instruments dump and a short stream, step by step."""
+    """``--test-broker``: profile, instruments dump and a short stream, step by step.
+
+    The stream passes only when a tick of a subscribed token arrives: Kite's heartbeats
+    alone prove the connection, not the data (they come when the market is closed too).
+    """
     from kiteconnect import KiteConnect
     from kiteconnect.exceptions import KiteException
 
@@ -338,25 +343,31 @@ def test_broker(args: argparse.Namespace, config: Config) -> int:
     print(f"2/3 instruments dump: {len(dump):,} instruments")
     wanted = list(args.symbols or []) or None
     chosen = resolve(wanted, dump, "the instruments dump") if wanted else dump[:3]
+    subscribed = {i.instrument_token for i in chosen}
     messages: list[int] = []
-    stream = KiteStream(
-        config.kite_ws_url,
-        key,
-        token,
-        [i.instrument_token for i in chosen],
-        lambda _t, m: messages.append(len(wire.decode(m))),
-    )
+    ticked = threading.Event()
+
+    def on_message(_recv_ns: int, message: bytes) -> None:
+        messages.append(len(message))
+        if len(message) > 1 and not subscribed.isdisjoint(
+            wire.decode(message)["instrument_token"].tolist()
+        ):
+            ticked.set()
+
+    stream = KiteStream(config.kite_ws_url, key, token, sorted(subscribed), on_message)
     stream.start()
     deadline = _time.monotonic() + TEST_STREAM_S
-    while _time.monotonic() < deadline and stream.error is None and not messages:
-        _time.sleep(0.1)
+    while not ticked.wait(0.1) and stream.alive and _time.monotonic() < deadline:
+        pass
     stream.stop()
     stream.check()
-    if not messages:
+    if not ticked.is_set():
+        heard = f"{len(messages)} messages, none with one" if messages else "no message at all"
         raise BrokerError(
-            f"stream: connected to {config.kite_ws_url} but no message in {TEST_STREAM_S:.0f} s"
+            f"stream: connected to {config.kite_ws_url} but no tick of the {len(subscribed)} "
+            f"subscribed tokens in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
         )
-    print(f"3/3 stream ok: {len(chosen)} tokens, {len(messages)} messages, {sum(messages)} ticks")
+    print(f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({len(messages)} messages)")
     return 0
 
 

@@ -476,3 +476,25 @@ def test_a_failing_callback_is_fatal_not_a_lost_connection(window):
     finally:
         stream.stop()
         server.stop()
+
+
+def test_cli_test_broker_needs_a_tick_not_just_heartbeats(window, tmp_path):
+    """A server that only sends heartbeats (a closed market) passed before."""
+    rows = instrument_rows(TickReader(window).instruments)
+    server = MockKite(lambda: iter(()), rows, api_key=KEY, access_token=TOKEN).start()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FEEDENGINE_HOME": str(tmp_path),
+        "KITE_API_KEY": KEY,
+        "KITE_ACCESS_TOKEN": TOKEN,
+        "KITE_WS_URL": server.url,
+        "KITE_API_ROOT": server.root,
+    }
+    try:
+        proc = run_cli("--test-broker", env=env)
+    finally:
+        server.stop()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "2/3 instruments dump" in proc.stdout and "3/3" not in proc.stdout
+    assert "but no tick of the 3 subscribed tokens in 10 s (" in proc.stderr
+    assert "none with one; is the market closed?)" in proc.stderr
