@@ -116,6 +116,7 @@ def test_writer_stops_on_a_failed_flush_and_keeps_no_buffer(tmp_path):
     writer.write(2, b"y" * 100)
     assert wait_for(lambda: writer.error is not None, 10)
     assert writer.error.errno == 28  # ENOSPC
+    writer._flusher.join(10)  # it ends right after setting the error
     assert not writer._flusher.is_alive() and not writer._buf
     with pytest.raises(OSError, match="No space left"):
         writer.write(3, b"z")
