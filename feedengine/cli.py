@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import tempfile
+import threading
 import time as _time
 import traceback
 from datetime import date, datetime
@@ -31,7 +32,6 @@ from feedengine.instruments import (
     resolve,
 )
 from feedengine.live import LiveSource
-from feedengine.recording import RecordingSource
 from feedengine.replay import ReplaySource
 from feedengine.segments import IST
 from feedengine.service import EXIT_FORCED, Database, Run, run_service
@@ -39,7 +39,6 @@ from feedengine.sessions import exchange_for
 from feedengine.simsource import SimulatedSource, simulated_day
 from feedengine.simulator import SimConfig, SimConfigError
 from feedengine.simulator import instruments as sim_instruments
-from feedengine.source import Source
 from feedengine.ticker import KiteStream
 
 log = logging.getLogger("feedengine")
@@ -251,7 +250,11 @@ def today_ist() -> date:
 
 
 def test_broker(args: argparse.Namespace, config: Config) -> int:
-    """``--test-broker``: profile, instruments dump and a short stream, step by step."""
+    """``--test-broker``: profile, instruments dump and a short stream, step by step.
+
+    The stream passes only when a tick of a subscribed token arrives: Kite's heartbeats
+    alone prove the connection, not the data (they come when the market is closed too).
+    """
     from kiteconnect import KiteConnect
     from kiteconnect.exceptions import KiteException
 
@@ -268,25 +271,31 @@ def test_broker(args: argparse.Namespace, config: Config) -> int:
     print(f"2/3 instruments dump: {len(dump):,} instruments")
     wanted = list(args.symbols or []) or None
     chosen = resolve(wanted, dump, "the instruments dump") if wanted else dump[:3]
+    subscribed = {i.instrument_token for i in chosen}
     messages: list[int] = []
-    stream = KiteStream(
-        config.kite_ws_url,
-        key,
-        token,
-        [i.instrument_token for i in chosen],
-        lambda _t, m: messages.append(len(wire.decode(m))),
-    )
+    ticked = threading.Event()
+
+    def on_message(_recv_ns: int, message: bytes) -> None:
+        messages.append(len(message))
+        if len(message) > 1 and not subscribed.isdisjoint(
+            wire.decode(message)["instrument_token"].tolist()
+        ):
+            ticked.set()
+
+    stream = KiteStream(config.kite_ws_url, key, token, sorted(subscribed), on_message)
     stream.start()
     deadline = _time.monotonic() + TEST_STREAM_S
-    while _time.monotonic() < deadline and stream.error is None and not messages:
-        _time.sleep(0.1)
+    while not ticked.wait(0.1) and stream.alive and _time.monotonic() < deadline:
+        pass
     stream.stop()
     stream.check()
-    if not messages:
+    if not ticked.is_set():
+        heard = f"{len(messages)} messages, none with one" if messages else "no message at all"
         raise BrokerError(
-            f"stream: connected to {config.kite_ws_url} but no message in {TEST_STREAM_S:.0f} s"
+            f"stream: connected to {config.kite_ws_url} but no tick of the {len(subscribed)} "
+            f"subscribed tokens in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
         )
-    print(f"3/3 stream ok: {len(chosen)} tokens, {len(messages)} messages, {sum(messages)} ticks")
+    print(f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({len(messages)} messages)")
     return 0
 
 
@@ -305,9 +314,8 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
         chosen = resolve(wanted, available, where, args.skip_unknown) if wanted else available
         return Run(replay, chosen, "replay", live=False)
     if args.simulate:
-        sim = simulated_source(wanted, config)
-        source: Source = RecordingSource(sim, args.record) if args.record else sim
-        return Run(source, sim.instruments, "simulate", live=True, clock=sim.clock)
+        sim = simulated_source(wanted, config, args.record)
+        return Run(sim, sim.instruments, "simulate", live=True, clock=sim.clock)
     if not wanted:
         raise UsageError("which instruments? give --symbols, --symbols-file or --symbols-from-db")
     dump = instruments_dump(args, config)
@@ -321,7 +329,9 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
     )
 
 
-def simulated_source(wanted: list[str] | None, config: Config) -> SimulatedSource:
+def simulated_source(
+    wanted: list[str] | None, config: Config, record: Path | None
+) -> SimulatedSource:
     """The simulated market of the symbols asked for (default: the simulator's universe)."""
     try:
         symbols = tuple(dict.fromkeys(parse_symbol(s) for s in wanted)) if wanted else None
@@ -332,7 +342,7 @@ def simulated_source(wanted: list[str] | None, config: Config) -> SimulatedSourc
     opened = {
         sessions[exchange_for(i.segment, i.exchange)] for i in map(Instrument.from_dict, universe)
     }
-    return SimulatedSource(simulated_day(symbols, list(opened)))
+    return SimulatedSource(simulated_day(symbols, list(opened)), record=record)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,9 +1,14 @@
 """The live Kite feed as a pipeline source, with optional recording to a tick file.
 
 The stream's thread puts each binary message into a bounded queue (a full queue blocks the
-socket: back-pressure, never a drop) and, with ``--record``, appends it to a tick file. The
-pipeline's thread takes the queued messages a batch at a time; when the market is quiet it
-still gets an empty batch every :data:`BATCH_WAIT_S`, so its clock keeps closing candles.
+socket: back-pressure, never a drop) and, with ``--record``, appends it to a tick file's
+buffer (the writer's own thread does the disk I/O). The pipeline's thread takes the queued
+messages a batch at a time; when the market is quiet it still gets an empty batch every
+:data:`BATCH_WAIT_S`, so its clock keeps closing candles.
+
+Recording is a side job: when it fails (a full disk, an unwritable path) it says so in one
+line (:class:`~feedengine.errors.RecordingError`), stops, shows as ``failed`` in the
+heartbeat, and the feed goes on without losing a tick.
 """
 
 import queue
@@ -14,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from feedengine.instruments import Instrument
+from feedengine.recording import Recorder
 from feedengine.source import MessageBatch
 from feedengine.ticker import ConnectionStatus, KiteStream
-from feedengine.tickfile import TickWriter, make_meta
+from feedengine.tickfile import make_meta
 
 #: Longest the pipeline waits for a message before it runs its clock anyway (seconds): the
 #: granularity with which idle candles close after their end + grace.
@@ -38,7 +44,8 @@ class LiveSource:
     url, api_key, access_token
         ``KITE_WS_URL`` and the credentials.
     record
-        Tick file to record every binary message to, or None.
+        Tick file to record every binary message to, as it arrives on the socket, or None.
+        If it cannot be written, recording stops and the feed goes on.
     clock
         Receive-time source in Unix ns (the same one the pipeline's clock uses).
     """
@@ -69,8 +76,11 @@ class LiveSource:
             clock=clock,
             **stream_options,
         )
-        self.record = record
-        self.recorder: TickWriter | None = None
+        self.recorder = (
+            None
+            if record is None
+            else Recorder(record, make_meta("kite", [i.to_dict() for i in instruments]))
+        )
         self._stopped = threading.Event()
 
     @property
@@ -81,9 +91,14 @@ class LiveSource:
     def status(self) -> list[ConnectionStatus]:
         return self.stream.status
 
+    @property
+    def recording(self) -> dict[str, str | int | None] | None:
+        """The recording as the heartbeat reports it; None when not recording."""
+        return None if self.recorder is None else self.recorder.status
+
     def _on_message(self, recv_ns: int, message: bytes) -> None:
         if self.recorder is not None:
-            self.recorder.write(recv_ns, message)
+            self.recorder.write(recv_ns, message)  # never raises into the stream
         while not self._stopped.is_set():
             try:
                 self._queue.put((recv_ns, message), timeout=BATCH_WAIT_S)
@@ -92,10 +107,8 @@ class LiveSource:
                 continue
 
     def start(self) -> None:
-        if self.record is not None:
-            self.recorder = TickWriter(
-                self.record, make_meta("kite", [i.to_dict() for i in self._instruments])
-            )
+        if self.recorder is not None:
+            self.recorder.start()
         self.stream.start()
 
     def stop(self) -> None:
@@ -116,6 +129,8 @@ class LiveSource:
                 except queue.Empty:
                     break
             self.stream.check()
+            if self.recorder is not None:
+                self.recorder.check()
             yield MessageBatch.from_messages(messages)
 
     def position(self) -> dict[str, str | int]:

@@ -6,12 +6,15 @@ each idle second, binary frames of many packets - and streams a tick file (at a 
 or the simulator, sending each client only the tokens and modes it subscribed. It also
 answers the REST calls feedengine makes through ``kiteconnect`` (``/user/profile``,
 ``/instruments``), so ``--test-broker`` runs without the internet. Faults are injected on
-command: drop the connections, go silent, send a malformed frame, send a text error.
+command: drop the connections, go silent, turn into a black hole (no data, no reading, so
+no close handshake either: a dead link), stall new handshakes, send a malformed frame, send
+a text error.
 Tests, demos and load tests use it; nothing here is needed in production.
 """
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import csv
 import io
@@ -51,6 +54,8 @@ DEFAULT_ACCESS_TOKEN = "mock_access_token"
 HEARTBEAT_S = 1.0
 #: Packet length of each kind per subscription mode (index packets differ).
 _MODE_LENGTH = {"full": (184, 32), "quote": (44, 28), "ltp": (8, 8)}
+#: Handshake request times kept in :attr:`MockKite.handshakes` (bounded: it runs all day).
+HANDSHAKES_KEPT = 1000
 #: A frame whose declared packet runs past its end: what "malformed" sends.
 MALFORMED_FRAME = b"\x00\x02\x00\xb8" + b"\x00" * 20
 INSTRUMENT_COLUMNS = (
@@ -74,6 +79,11 @@ class Fault(Enum):
 
     DROP = "drop"  # abort every connection (TCP reset, no close frame)
     SILENCE = "silence"  # send nothing at all, not even heartbeats, for a while
+    # Send nothing and read nothing for a while: TCP stays up but no close handshake can
+    # complete, as over a dead link (a silent client must abort, not wait to close).
+    BLACKHOLE = "blackhole"
+    # For a while, accept new connections' TCP but never answer their WebSocket handshake.
+    STALL = "stall"
     MALFORMED = "malformed"  # send one malformed binary frame
     ERROR = "error"  # send a text error message
 
@@ -103,6 +113,9 @@ class MockKite:
         Pace relative to the stream's receive times (1 = real time, 0 = flat out).
     start_on_subscribe
         Start the market clock when the first client subscribes (tests), not at start.
+    record_frames
+        Keep every data frame sent in :attr:`frames` (tests that compare what arrived);
+        off by default, since the list grows as long as the server runs.
     origin
         ``(wall ns, stream ns)``: play stream time ``stream`` at wall-clock ``wall`` (and
         the rest at ``speed`` from there), so another process can share the time line.
@@ -121,6 +134,7 @@ class MockKite:
         heartbeat_s: float = HEARTBEAT_S,
         start_on_subscribe: bool = True,
         origin: tuple[int, int] | None = None,
+        record_frames: bool = False,
     ) -> None:
         self._messages = messages
         self.instruments = instruments
@@ -133,9 +147,15 @@ class MockKite:
         self.start_on_subscribe = start_on_subscribe
         #: Packets sent to clients in total, and whether the stream has ended.
         self.packets_sent = 0
-        #: Every data frame queued for a client, in order (tests check what arrived).
+        self.record_frames = record_frames
+        #: With ``record_frames``: every data frame queued for a client, in order.
         self.frames: list[bytes] = []
+        #: WebSocket connections served, and ``subscribe`` messages received.
         self.connections = 0
+        self.subscribes = 0
+        #: Monotonic times of the latest handshake requests (tests time reconnects).
+        self.handshakes: collections.deque[float] = collections.deque(maxlen=HANDSHAKES_KEPT)
+        self._stall_until = 0.0
         self.finished = threading.Event()
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -151,12 +171,17 @@ class MockKite:
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}"
+        return f"ws://{self._netloc}"
 
     @property
     def root(self) -> str:
         """REST root for ``KiteConnect(root=...)``."""
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self._netloc}"
+
+    @property
+    def _netloc(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"{host}:{self.port}"
 
     def start(self) -> "MockKite":
         self._thread = threading.Thread(target=self._main, name="mockkite", daemon=True)
@@ -179,7 +204,11 @@ class MockKite:
         return stream + int((time.time_ns() - wall) * (self.speed or 1.0))
 
     def inject(self, fault: Fault | str, seconds: float = 0.0) -> None:
-        """Do ``fault`` to every connected client (``seconds``: how long silence lasts)."""
+        """Do ``fault`` to every connected client, or to new ones (``STALL``).
+
+        ``seconds``: how long a silence, black hole or stall lasts (a black hole of 0 s
+        lasts until the client goes).
+        """
         fault = Fault(fault)
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._inject(fault, seconds), self._loop).result()
@@ -216,9 +245,17 @@ class MockKite:
             for client in list(self._clients):
                 client.ws.transport.abort()
 
-    def _http(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _http(self, connection: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if request.headers.get("Upgrade", "").lower() == "websocket":
+            self.handshakes.append(time.monotonic())
+            stall = self._stall_until - time.monotonic()
+            if stall > 0:
+                assert self._stop is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), stall)
+                if self._stop.is_set():  # the server's close waits for open handshakes
+                    return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "stopping\n")
             query = parse_qs(url.query)
             if query.get("api_key") != [self.api_key] or query.get("access_token") != [
                 self.access_token
@@ -296,6 +333,7 @@ class MockKite:
             )
             return
         if action == "subscribe":
+            self.subscribes += 1
             for token in value:
                 client.modes.setdefault(int(token), "quote")  # Kite's default mode
             assert self._subscribed is not None
@@ -362,15 +400,26 @@ class MockKite:
                 out = np.concatenate(parts)
                 self.packets_sent += len(out)
                 frame = wire.encode(out)
-                self.frames.append(frame)
+                if self.record_frames:
+                    self.frames.append(frame)
                 client.queue.put_nowait(frame)
 
     async def _inject(self, fault: Fault, seconds: float) -> None:
+        if fault is Fault.STALL:
+            self._stall_until = time.monotonic() + seconds
+            return
         for client in list(self._clients):
             if fault is Fault.DROP:
                 client.ws.transport.abort()
             elif fault is Fault.SILENCE:
                 client.silent_until = time.monotonic() + seconds
+            elif fault is Fault.BLACKHOLE:
+                client.silent_until = time.monotonic() + (seconds or float("inf"))
+                client.ws.transport.pause_reading()
+                if seconds:
+                    asyncio.get_running_loop().call_later(
+                        seconds, client.ws.transport.resume_reading
+                    )
             elif fault is Fault.MALFORMED:
                 client.queue.put_nowait(MALFORMED_FRAME)
             else:
@@ -456,6 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--speed", type=float, default=1.0, help="pace (1 = real time, 0 = max)")
     p.add_argument("--loop", action="store_true", help="start the tick file again at its end")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 serves other machines)",
+    )
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--api-key", default=DEFAULT_API_KEY)
     p.add_argument("--access-token", default=DEFAULT_ACCESS_TOKEN)
@@ -495,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         api_key=args.api_key,
         access_token=args.access_token,
         speed=args.speed,
+        host=args.host,
         port=args.port,
         start_on_subscribe=args.origin_ns is None,
         origin=(args.origin_ns, session_start_ns(config)) if args.origin_ns else None,

@@ -19,6 +19,7 @@ from feedengine import _wire
 from feedengine.candles import CandleEngine
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.flusher import RETRY_FIRST_S, Flusher
+from feedengine.freshness import Staleness
 from feedengine.sink import Sink
 from feedengine.source import MessageBatch, Source
 from feedengine.spill import SpillFile
@@ -117,6 +118,9 @@ class Pipeline:
         self.on_stopping: Callable[[], None] | None = None
         self._source: Source | None = None
         self._stop_reason: str | None = None
+        self._live = False
+        #: How far behind the exchange live ticks arrive (live runs only).
+        self.staleness = Staleness()
         self._last_tick_wall: float | None = None
         self._faults = np.zeros(_wire.NUM_FAULTS, np.int64)
         self._ticks = np.empty(TICK_BUFFER, KTICK_DTYPE)
@@ -131,19 +135,33 @@ class Pipeline:
         self.stop_event.set()
 
     def status(self) -> dict[str, Any]:
-        """Counters for the heartbeat and the status line (any thread)."""
+        """Counters for the heartbeat and the status line (any thread).
+
+        Besides the totals: ``late_ticks`` (cumulative per interval, the heartbeat takes
+        the last minute's), ``grace_s``, ``staleness_s`` (live ticks' receive minus
+        exchange time over the last minute: ``p50``, ``max``, ``ticks``; None without
+        any) and the source's ``recording`` state (None when not recording).
+        """
         flusher = self.flusher
+        engine = self.engine
         lag = None if self._last_tick_wall is None else time.time() - self._last_tick_wall
         connections = getattr(self._source, "status", [])
         return {
             "state": self.state,
             "ticks_total": self.summary.ticks,
             "candles_written": flusher.rows_written if flusher else 0,
-            "rows_pending": self.engine.kernel.pending,
+            "rows_pending": engine.kernel.pending,
             "rows_spilled": flusher.spilled if flusher else 0,
             "seconds_since_last_tick": None if lag is None else round(lag, 3),
             "database_ok": bool(flusher is None or (flusher.sink_ok and not flusher.spilled)),
             "connections": [c.as_dict() for c in connections],
+            "late_ticks": {
+                f"{m}m": n
+                for m, n in zip(engine.intervals, engine.kernel.late.tolist(), strict=True)
+            },
+            "grace_s": engine.config.grace_s,
+            "staleness_s": self.staleness.summary() if self._live else None,
+            "recording": getattr(self._source, "recording", None),
         }
 
     def run(
@@ -180,6 +198,7 @@ class Pipeline:
         started = time.perf_counter()
         ended = False
         self._source = source
+        self._live = live
         try:
             source.start()
             self.state = "running"
@@ -244,6 +263,8 @@ class Pipeline:
             self.summary.ticks += end
             if end:
                 self._last_tick_wall = time.time()
+                if self._live:
+                    self.staleness.add(self._ticks[:end])
             if self.engine.kernel.pending >= flusher.batch_rows:
                 flusher.nudge()
         self.summary.messages += n

@@ -1,99 +1,88 @@
-"""``--record``: every message a source yields, written to a tick file on the pipeline's thread.
+"""``--record``: a copy of every message received, for later, never a condition of the feed.
 
-Recording is a copy for later, never a condition of the feed: when the tick file cannot be
-written (a full disk, a vanished folder) that is one error line, recording stops, and the
-candles go on without losing a tick. The tick file is written where the batches are consumed,
-not on a socket's thread, so a slow or failing disk can never be taken for a network fault.
+:class:`Recorder` owns the tick file of a run. Its :meth:`~Recorder.write` only appends to the
+writer's buffer (the writer's own thread does the disk I/O) and never raises, so the thread
+that receives messages can call it; when the file cannot be written (a full disk, a vanished
+folder, a path that cannot be created) that is one error line, recording stops, it shows as
+``failed`` in the heartbeat, and the candles go on without losing a tick.
 """
 
+import contextlib
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from feedengine.errors import RecordingError
-from feedengine.instruments import Instrument
-from feedengine.source import MessageBatch, Source
-from feedengine.tickfile import TickWriter, make_meta
+from feedengine.tickfile import TickWriter
 
 log = logging.getLogger(__name__)
 
 
-class RecordingSource:
-    """``source``, with every message it yields also appended to the tick file ``path``.
+class Recorder:
+    """The tick file ``path`` with header ``meta``, written until it fails or is closed.
 
     Parameters
     ----------
-    source
-        The source to record (live or simulated).
     path
         The tick file to create.
-    broker
-        The ``source`` named in the tick file's header.
-
-    Raises
-    ------
-    RecordingError
-        From :meth:`start`: the file cannot be created.
+    meta
+        Its header (see :func:`feedengine.tickfile.make_meta`).
     """
 
-    def __init__(self, source: Source, path: Path, broker: str = "kite") -> None:
-        self.source = source
+    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
         self.path = path
-        self.name = source.name
-        self.broker = broker
+        self.meta = meta
         self.writer: TickWriter | None = None
-        #: Why recording stopped early, or None.
-        self.failure: str | None = None
-
-    def __getattr__(self, name: str) -> Any:  # status, clock ...: the source's own
-        return getattr(self.source, name)
-
-    @property
-    def instruments(self) -> list[Instrument]:
-        return self.source.instruments
+        #: Why recording stopped, once it has failed.
+        self.error: RecordingError | None = None
 
     def start(self) -> None:
-        meta = make_meta(self.broker, [i.to_dict() for i in self.source.instruments])
         try:
-            self.writer = TickWriter(self.path, meta)
+            self.writer = TickWriter(self.path, self.meta)
         except OSError as e:
-            raise RecordingError(f"cannot create tick file {self.path}: {e.strerror}") from None
+            self._failed(e)
+            return
         log.info("recording every message to %s", self.path)
-        self.source.start()
 
-    def stop(self) -> None:
-        self.source.stop()
-        if self.writer is not None:
-            self._close()
+    def write(self, recv_ns: int, message: bytes | memoryview) -> None:
+        """Append one message (any thread); a failure is noticed by :meth:`check`."""
+        writer = self.writer
+        if writer is not None and self.error is None:
+            with contextlib.suppress(OSError):  # kept in writer.error, reported by check()
+                writer.write(recv_ns, message)
 
-    def _close(self) -> None:
-        assert self.writer is not None
+    def check(self) -> None:
+        """Report a failure of the writer's thread (call it now and then, from one thread)."""
+        writer = self.writer
+        if writer is not None and writer.error is not None and self.error is None:
+            self._failed(writer.error)
+
+    def close(self) -> None:
         writer, self.writer = self.writer, None
+        if writer is None:
+            return
         try:
             writer.close()
-        except (OSError, RecordingError) as e:
-            if self.failure is None:
+        except OSError as e:
+            if self.error is None:
                 self._failed(e)
+            return
+        if self.error is None:
+            log.info("recorded %d messages to %s", writer.records, self.path)
 
-    def _failed(self, error: BaseException) -> None:
-        reason = getattr(error, "strerror", None) or str(error)
-        self.failure = f"recording to {self.path} failed: {reason}"
-        log.error("%s; recording stopped, the candles go on", self.failure)
+    def _failed(self, error: OSError) -> None:
+        self.error = RecordingError(
+            f"--record {self.path}: {error.strerror or error}; recording stopped, the feed goes on"
+        )
+        log.error("%s", self.error)
 
-    def batches(self) -> Iterator[MessageBatch]:
-        for batch in self.source.batches():
-            if self.writer is not None:
-                try:
-                    for i in range(len(batch)):
-                        self.writer.write(int(batch.recv_ns[i]), batch.message(i))
-                except (OSError, RecordingError) as e:
-                    self._failed(e)
-                    self._close()
-            yield batch
-
-    def position(self) -> dict[str, str | int]:
-        return self.source.position()
-
-    def resume(self, position: dict[str, str | int]) -> bool:
-        return self.source.resume(position)
+    @property
+    def status(self) -> dict[str, str | int | None]:
+        """The recording as the heartbeat reports it."""
+        writer = self.writer
+        return {
+            "path": str(self.path),
+            "state": "failed" if self.error is not None else "recording",
+            "records": writer.records if writer is not None else 0,
+            "error": None if self.error is None else str(self.error),
+        }

@@ -14,14 +14,17 @@ import time
 from collections.abc import Iterator
 from datetime import datetime
 from datetime import time as dtime
+from pathlib import Path
 
 from feedengine.instruments import Instrument
+from feedengine.recording import Recorder
 from feedengine.segments import IST
 from feedengine.sessions import NS_PER_S, Session
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.source import MessageBatch
+from feedengine.tickfile import make_meta
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +72,21 @@ class SimulatedSource:
         The simulated session (see :func:`simulated_day`).
     speed
         Pace relative to real time.
+    record
+        Tick file to record every message to, or None (see :class:`Recorder`).
     """
 
     name = "simulated market"
 
-    def __init__(self, config: SimConfig, speed: float = 1.0) -> None:
+    def __init__(self, config: SimConfig, speed: float = 1.0, record: Path | None = None) -> None:
         self.config = config
         self.speed = speed
         self._instruments = [Instrument.from_dict(d) for d in sim_instruments(config)]
+        self.recorder = (
+            None
+            if record is None
+            else Recorder(record, make_meta("kite", [i.to_dict() for i in self._instruments]))
+        )
         self._stop = threading.Event()
         self._start_ns = int(datetime.combine(config.date, config.start, IST).timestamp()) * (
             NS_PER_S
@@ -98,7 +108,14 @@ class SimulatedSource:
             return self._start_ns
         return self._start_ns + int((time.monotonic_ns() - self._origin_wall) * self.speed)
 
+    @property
+    def recording(self) -> dict[str, str | int | None] | None:
+        """The recording as the heartbeat reports it; None when not recording."""
+        return None if self.recorder is None else self.recorder.status
+
     def start(self) -> None:
+        if self.recorder is not None:
+            self.recorder.start()
         self._stop.clear()
         self._origin_wall = time.monotonic_ns()
         if not self.aligned:
@@ -111,6 +128,8 @@ class SimulatedSource:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.recorder is not None:
+            self.recorder.close()
 
     def batches(self) -> Iterator[MessageBatch]:
         stream = sim_messages(self.config)
@@ -122,6 +141,10 @@ class SimulatedSource:
                 due.append(pending)
                 pending = next(stream, None)
             if due:
+                if self.recorder is not None:
+                    for recv_ns, message in due:
+                        self.recorder.write(recv_ns, message)
+                    self.recorder.check()
                 yield MessageBatch.from_messages(due)
                 continue
             assert pending is not None

@@ -3,10 +3,11 @@
 :class:`KiteStream` runs an asyncio loop (the ``websockets`` library) on a thread of its own,
 one task per connection. Each connection subscribes its share of the tokens in one mode,
 hands every binary message with its receive time to a callback without touching its
-packets, logs text messages, treats 10 s of silence as death, and reconnects with
-exponential backoff and jitter (1 s doubling to 60 s), resubscribing as before. An
-authentication failure (HTTP 403) is fatal: it stops every connection and is raised in the
-consumer's thread. SPEC section 6.
+packets, logs text messages, treats 10 s of silence as death (it aborts the socket at once:
+a dead link cannot complete a close handshake), and reconnects with exponential backoff and
+jitter (1 s doubling to 60 s, counted from the failed attempt's start), resubscribing as
+before. An authentication failure (HTTP 403), or the callback raising, is fatal: it stops
+every connection and is raised in the consumer's thread. SPEC section 6.
 """
 
 import asyncio
@@ -39,8 +40,22 @@ SILENCE_S = 10.0
 #: so that many clients do not reconnect in step.
 BACKOFF_FIRST_S = 1.0
 BACKOFF_CAP_S = 60.0
+#: Longest wait for the WebSocket opening handshake (websockets' default, made explicit).
+OPEN_TIMEOUT_S = 10.0
+#: Longest wait for Kite to answer our close frame when stopping; past it the socket is
+#: dropped. A live link answers within a round trip (tens of ms to Kite); websockets'
+#: default, 10 s, made a stop over a dead link hang that long.
+CLOSE_TIMEOUT_S = 2.0
 MODES = ("ltp", "quote", "full")
 HTTP_FORBIDDEN = 403
+
+
+class _Silent(Exception):
+    """No message for ``silence_s``: the connection was aborted (already logged)."""
+
+
+class _HandlerFailed(Exception):
+    """``on_message`` raised: the consumer's failure, not the network's; fatal."""
 
 
 @dataclass
@@ -111,6 +126,15 @@ class KiteStream:
         It must be quick and thread-safe (it usually puts into a bounded queue).
     mode
         ``full`` (default: it carries exchange timestamps), ``quote`` or ``ltp``.
+    silence_s
+        A connection without any message for this long is dead (Kite's heartbeats come
+        every second).
+    backoff_first_s, backoff_cap_s
+        Reconnect delays: the first, doubling up to the cap, each with jitter; counted from
+        the start of the attempt that failed.
+    open_timeout_s
+        Longest wait for the opening handshake; an attempt that times out is retried
+        after the backoff like any other failure.
     clock
         Receive-time source, Unix ns (tests map it onto a recording's time line).
     """
@@ -127,6 +151,7 @@ class KiteStream:
         silence_s: float = SILENCE_S,
         backoff_first_s: float = BACKOFF_FIRST_S,
         backoff_cap_s: float = BACKOFF_CAP_S,
+        open_timeout_s: float = OPEN_TIMEOUT_S,
         per_connection: int = MAX_TOKENS_PER_CONNECTION,
         clock: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -140,6 +165,7 @@ class KiteStream:
         self.silence_s = silence_s
         self.backoff_first_s = backoff_first_s
         self.backoff_cap_s = backoff_cap_s
+        self.open_timeout_s = open_timeout_s
         self.clock = clock
         self.status = [ConnectionStatus(i, len(s)) for i, s in enumerate(self.shards)]
         self.error: BaseException | None = None
@@ -165,7 +191,7 @@ class KiteStream:
             self._thread.join()
 
     def check(self) -> None:
-        """Raise the stream's fatal error (e.g. :class:`AuthError`), if any."""
+        """Raise the stream's fatal error (:class:`AuthError`, or what the callback raised)."""
         if self.error is not None:
             raise self.error
 
@@ -181,6 +207,8 @@ class KiteStream:
         self._ready.set()
         try:
             loop.run_until_complete(self._run_all())
+        except _HandlerFailed as e:  # the consumer's own error, as it raised it
+            self.error = e.__cause__
         except BaseException as e:  # handed to the consumer, never lost
             self.error = e
         finally:
@@ -208,13 +236,15 @@ class KiteStream:
         assert self._stopping is not None
         while not self._stopping.is_set():
             status.state = "connecting" if status.reconnects == 0 else "reconnecting"
+            started = time.monotonic()
             try:
                 async with connect(
                     f"{self.url}?{self._query}",
                     max_size=MAX_PAYLOAD,
                     compression=None,
                     ping_interval=None,
-                    open_timeout=10,
+                    open_timeout=self.open_timeout_s,
+                    close_timeout=CLOSE_TIMEOUT_S,
                     proxy=None,
                 ) as ws:
                     await self._subscribe(ws, tokens)
@@ -237,19 +267,32 @@ class KiteStream:
                 log.warning(
                     "kite connection %d: handshake refused (HTTP %d)", index, e.response.status_code
                 )
-            except TimeoutError:
+            except _Silent:  # logged, and the socket aborted, when noticed
+                started = time.monotonic()  # it was up: the backoff counts from its loss
+            except TimeoutError:  # only the opening handshake is timed here
                 log.warning(
-                    "kite connection %d: no message for %.0f s, reconnecting", index, self.silence_s
+                    "kite connection %d: no answer to the WebSocket handshake within %.0f s "
+                    "(open timeout)",
+                    index,
+                    self.open_timeout_s,
                 )
             except (OSError, ConnectionClosed, InvalidHandshake) as e:
                 log.warning("kite connection %d lost: %s", index, e or type(e).__name__)
+            except _HandlerFailed:
+                status.state = "failed"
+                raise
+            if status.state == "connected":  # it was up: the backoff counts from its loss
+                started = time.monotonic()
             delay = min(self.backoff_first_s * 2**attempt, self.backoff_cap_s)
             delay *= random.uniform(0.5, 1.0)
+            # From the attempt's start: the time a failed attempt took (an open timeout's
+            # 10 s) is part of the backoff, not added to it.
+            wait = max(0.0, started + delay - time.monotonic())
             attempt += 1
             status.reconnects += 1
             status.state = "reconnecting"
-            log.info("kite connection %d: reconnecting in %.1f s", index, delay)
-            await asyncio.sleep(delay)
+            log.info("kite connection %d: reconnecting in %.1f s", index, wait)
+            await asyncio.sleep(wait)
 
     async def _subscribe(self, ws: ClientConnection, tokens: list[int]) -> None:
         await ws.send(orjson.dumps({"a": "subscribe", "v": tokens}).decode())
@@ -260,13 +303,28 @@ class KiteStream:
         while not self._stopping.is_set():
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that races with a message arriving, and stop() would hang.
-            async with asyncio.timeout(self.silence_s):
-                message = await ws.recv()
+            try:
+                async with asyncio.timeout(self.silence_s):
+                    message = await ws.recv()
+            except TimeoutError:
+                status.state = "reconnecting"
+                log.warning(
+                    "kite connection %d: no message for %.0f s, reconnecting",
+                    status.index,
+                    self.silence_s,
+                )
+                # A dead link cannot carry a close handshake: closing politely would
+                # wait CLOSE_TIMEOUT_S more (measured: 10 s with websockets' default).
+                ws.transport.abort()
+                raise _Silent from None
             now = self.clock()
             status.last_message_ns = now
             status.messages += 1
             if isinstance(message, bytes):
-                self.on_message(now, message)
+                try:
+                    self.on_message(now, message)
+                except Exception as e:  # not a network error: no reconnect can help
+                    raise _HandlerFailed from e
             else:
                 self._text(status.index, message)
 

@@ -7,12 +7,15 @@
     record  := u64 recv_ns | u32 length | payload | u32 crc32(recv_ns|length|payload)
 
 All framing integers are little-endian. :class:`TickWriter` appends records through a
-buffer flushed at least every second and fsynced on close; :class:`TickReader` maps the file
-and yields large :class:`MessageBatch` es indexed by a compiled scanner. A record cut short or
-failing its CRC at the very end (a crash while writing) is dropped with a warning; any other
-bad record raises :class:`TickFileError` naming its byte offset. See ``docs/tickfile.md``.
+buffer that a thread of its own flushes at least every second (a write never waits for the
+disk; a failed write stops the writer and says why) and fsyncs on close;
+:class:`TickReader` maps the file and yields large :class:`MessageBatch` es indexed by a
+compiled scanner. A record cut short or failing its CRC at the very end (a crash while
+writing) is dropped with a warning; any other bad record raises :class:`TickFileError`
+naming its byte offset. See ``docs/tickfile.md``.
 """
 
+import contextlib
 import json
 import logging
 import mmap
@@ -49,6 +52,10 @@ MAX_PAYLOAD: int = _tickfile.MAX_PAYLOAD
 FLUSH_INTERVAL = 1.0
 #: ... and whenever this many bytes are buffered.
 FLUSH_BYTES = 1 << 20
+#: Bytes buffered at most while the disk is slow: tens of seconds of Kite's busiest
+#: stream. Past it recording fails rather than grow memory without bound or hold up the
+#: feed.
+MAX_BUFFER_BYTES = 64 << 20
 #: Records indexed per batch: large enough that replay's per-batch Python work is noise ...
 BATCH_RECORDS = 4096
 #: ... and bytes per batch, so that the mapped pages resident at once stay bounded (a
@@ -74,6 +81,12 @@ def make_meta(source: str, instruments: list[dict[str, Any]], **extra: Any) -> d
 class TickWriter:
     """Append Kite messages to a tick file.
 
+    :meth:`write` only appends to a buffer, never waits for the disk: a thread of the
+    writer's own hands the buffer to the OS every ``flush_interval`` or :data:`FLUSH_BYTES`.
+    If that fails (a full disk) or the disk falls :data:`MAX_BUFFER_BYTES` behind, the writer
+    stops: :attr:`error` says why, the buffer is dropped, and :meth:`write` and
+    :meth:`close` raise it.
+
     Parameters
     ----------
     path
@@ -82,6 +95,11 @@ class TickWriter:
         Header metadata; see :func:`make_meta`.
     flush_interval
         Longest time written data waits in the buffer, in seconds.
+
+    Raises
+    ------
+    OSError
+        The file cannot be created or its header written.
 
     Notes
     -----
@@ -98,14 +116,21 @@ class TickWriter:
         self.path = Path(path)
         self.records = 0
         self.clamped = 0
+        #: Why writing stopped (the OS's error, or the disk falling behind); None while ok.
+        self.error: OSError | None = None
         self._last_ns = 0
         self._buf = bytearray()
         self._lock = threading.Lock()
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
-        self._file.write(_HEADER.pack(MAGIC, len(meta_bytes)) + meta_bytes)
-        self._file.flush()
+        try:
+            self._file.write(_HEADER.pack(MAGIC, len(meta_bytes)) + meta_bytes)
+            self._file.flush()
+        except OSError:
+            self._close_quietly()
+            raise
         self._closed = threading.Event()
+        self._wake = threading.Event()
         self._flush_interval = flush_interval
         self._flusher = threading.Thread(
             target=self._flush_loop, name="tickfile-flush", daemon=True
@@ -113,11 +138,21 @@ class TickWriter:
         self._flusher.start()
 
     def write(self, recv_ns: int, payload: bytes | bytearray | memoryview) -> None:
-        """Append one message received at ``recv_ns`` (Unix ns)."""
+        """Append one message received at ``recv_ns`` (Unix ns).
+
+        Raises
+        ------
+        OSError
+            Writing has failed (:attr:`error`); nothing more is recorded.
+        ValueError
+            The message is larger than any Kite message, or the writer is closed.
+        """
         n = len(payload)
         if n > MAX_PAYLOAD:
             raise ValueError(f"message of {n} bytes is larger than any Kite message")
         with self._lock:
+            if self.error is not None:
+                raise self.error
             if self._closed.is_set():
                 raise ValueError(f"tick file {self.path} is closed")
             if recv_ns < self._last_ns:
@@ -130,41 +165,93 @@ class TickWriter:
             self._buf += _CRC.pack(zlib.crc32(payload, zlib.crc32(head)))
             self.records += 1
             if len(self._buf) >= FLUSH_BYTES:
-                self._flush_locked()
+                self._wake.set()
+            if len(self._buf) > MAX_BUFFER_BYTES:
+                self._fail(OSError(f"the disk fell {len(self._buf) >> 20} MB behind the stream"))
+                raise self.error  # type: ignore[misc]
 
     def flush(self) -> None:
-        """Hand buffered records to the operating system."""
+        """Hand buffered records to the operating system now.
+
+        Raises
+        ------
+        OSError
+            Writing has failed (:attr:`error`).
+        """
         with self._lock:
             self._flush_locked()
 
     def _flush_locked(self) -> None:
-        if self._buf:
-            self._file.write(self._buf)
-            self._buf.clear()
-        self._file.flush()
+        if self.error is not None:
+            raise self.error
+        try:
+            if self._buf:
+                self._file.write(self._buf)
+                self._buf.clear()
+            self._file.flush()
+        except OSError as e:
+            self._fail(e)
+            raise
+
+    def _fail(self, error: OSError) -> None:
+        """Stop writing for good (with the lock held): keep why, drop the buffer."""
+        self.error = error
+        self._buf = bytearray()
+        self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        with contextlib.suppress(OSError):  # the file already failed: this error says less
+            self._file.close()
 
     def _flush_loop(self) -> None:
-        while not self._closed.wait(self._flush_interval):
+        while not self._closed.is_set():
+            self._wake.wait(self._flush_interval)
+            self._wake.clear()
             with self._lock:
-                if not self._closed.is_set():
-                    self._flush_locked()
+                if self._closed.is_set() or self.error is not None:
+                    return
+                data, self._buf = self._buf, bytearray()
+            # Outside the lock: a slow disk delays this thread, never write()'s caller.
+            try:
+                self._file.write(data)
+                self._file.flush()
+            except OSError as e:
+                with self._lock:
+                    self._fail(e)
+                return
 
     def close(self) -> None:
-        """Flush, fsync and close; safe to call twice."""
+        """Flush, fsync and close; safe to call twice.
+
+        Raises
+        ------
+        OSError
+            Writing failed, now or before (:attr:`error`).
+        """
         with self._lock:
             if self._closed.is_set():
                 return
             self._closed.set()
+        self._wake.set()
+        self._flusher.join()  # its last write is done: the file is this thread's now
+        with self._lock:
             self._flush_locked()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        self._flusher.join()
+            try:
+                os.fsync(self._file.fileno())
+                self._file.close()
+            except OSError as e:
+                self._fail(e)
+                raise
 
     def __enter__(self) -> "TickWriter":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with contextlib.suppress(OSError):  # the error in flight says more
+                self.close()
 
 
 class TickReader:

@@ -341,11 +341,6 @@ def write_file(path, data):
         ),
         (lambda t: ["--replay", SAMPLE, "--csv", "/nonexistent/c.csv"], "cannot write CSV", 1),
         (
-            lambda t: ["--simulate", "--record", "/nonexistent/r.ticks", "--csv", t / "c.csv"],
-            "cannot create tick file /nonexistent/r.ticks: No such file or directory",
-            1,
-        ),
-        (
             lambda t: ["--replay", SAMPLE, "--symbols", "INFY", "NOPE", "--skip-unknown"],
             None,
             0,

@@ -14,7 +14,6 @@ from feedengine.instruments import Instrument
 from feedengine.live import LiveSource
 from feedengine.mockkite import MockKite, tick_file_source
 from feedengine.pipeline import Pipeline
-from feedengine.recording import RecordingSource
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
@@ -90,16 +89,22 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
     batches = source.batches
 
     def with_an_outage():
-        """The server goes down once rows were committed, and comes back only after the
-        flusher has failed to write (the replay waits for that): an outage mid-day."""
-        for i, batch in enumerate(batches()):
-            if i == 20:
-                assert wait_until(lambda: pipeline.flusher.rows_written > 0)
+        """The server goes down once rows were committed, and comes back once the flusher
+        has failed to write: an outage mid-day, whatever the machine's speed."""
+        down = up = False
+        for batch in batches():
+            flusher = pipeline.flusher
+            if not down and flusher.rows_written > 0:
                 stop()
-            if i == 60:
-                assert wait_until(lambda: pipeline.flusher.failures > 0)
+                down = True
+            elif down and not up and flusher.failures > 0:
                 start()
+                up = True
             yield batch
+        assert down, "the replay ended before any row was committed"
+        if not up:
+            assert wait_until(lambda: pipeline.flusher.failures > 0)
+            start()
 
     source.batches = with_an_outage
     summary = pipeline.run(source)
@@ -193,6 +198,7 @@ def test_kite_dropped_repeatedly_loses_only_unreceived_ticks(day, tmp_path):
         server.url,
         "k",
         "t",
+        record=record,
         clock=server.stream_clock,
         backoff_first_s=0.05,
         silence_s=2.0,
@@ -212,6 +218,11 @@ def test_kite_dropped_repeatedly_loses_only_unreceived_ticks(day, tmp_path):
                 server.inject("drop")
                 assert wait_until(lambda k=k: status.reconnects > k)
             server.finished.wait(60)
+            # Nothing more is received; every message recorded at the socket reaches the
+            # candles before the stop.
+            live.stream.stop()
+            recorded = live.recorder.writer
+            assert wait_until(lambda: pipeline.summary.messages >= recorded.records)
         except BaseException as e:
             errors.append(e)
         finally:
@@ -219,7 +230,7 @@ def test_kite_dropped_repeatedly_loses_only_unreceived_ticks(day, tmp_path):
 
     threading.Thread(target=faults, daemon=True).start()
     try:
-        pipeline.run(RecordingSource(live, record), live=True, clock=server.stream_clock)
+        pipeline.run(live, live=True, clock=server.stream_clock)
     finally:
         server.stop()
     assert not errors, errors

@@ -17,8 +17,10 @@ from feedengine import wire
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.errors import AuthError, StreamError
 from feedengine.instruments import (
+    KITE_API_ROOT,
     Instrument,
     InstrumentsError,
+    dump_cache_path,
     fetch_dump,
     read_dump,
     resolve,
@@ -59,9 +61,9 @@ def window(tmp_path_factory):
     return path
 
 
-def serve(path, speed):
+def serve(path, speed, **options):
     messages, rows = tick_file_source(path)
-    return MockKite(messages, rows, api_key=KEY, access_token=TOKEN, speed=speed).start()
+    return MockKite(messages, rows, api_key=KEY, access_token=TOKEN, speed=speed, **options).start()
 
 
 class Collector:
@@ -88,7 +90,8 @@ def test_official_kiteticker_receives_what_we_decode(window):
             ws.subscribe({tokens!r})
             ws.set_mode(ws.MODE_FULL, {tokens!r})
         def on_message(ws, payload, is_binary):
-            if is_binary and len(payload) > 1:
+            # stop() is only reactor.stop(): a message already read is still delivered.
+            if is_binary and len(payload) > 1 and len(seen) < 30:
                 seen.append([payload.hex(), ws._parse_binary(payload)])
             if len(seen) >= 30:
                 ws.stop()
@@ -134,7 +137,8 @@ def test_live_candles_equal_replay_of_the_same_file(window):
 
     def stop_when_done():
         server.finished.wait(120)
-        time.sleep(0.5)
+        # Every packet the server sent has been decoded and applied.
+        wait_for(lambda: pipeline.summary.ticks >= server.packets_sent, 60)
         pipeline.stop()
 
     threading.Thread(target=stop_when_done, daemon=True).start()
@@ -146,8 +150,18 @@ def test_live_candles_equal_replay_of_the_same_file(window):
     assert sink.candles == replayed.candles
 
 
+def data_frames(collector):
+    return sum(len(m) > 1 for _, m in collector.messages)
+
+
+def tokens_since(collector, first):
+    """Tokens with ticks in the messages from index ``first`` on."""
+    ticks = [wire.decode(m) for _, m in collector.messages[first:] if len(m) > 1]
+    return set(np.concatenate(ticks)["instrument_token"].tolist()) if ticks else set()
+
+
 def test_disconnects_reconnect_and_never_duplicate(window):
-    server = serve(window, speed=40)
+    server = serve(window, speed=40, record_frames=True)
     got = Collector()
     tokens = [i["instrument_token"] for i in TickReader(window).instruments]
     stream = KiteStream(server.url, KEY, TOKEN, tokens, got, **FAST)
@@ -155,12 +169,14 @@ def test_disconnects_reconnect_and_never_duplicate(window):
     try:
         for _ in range(3):
             assert wait_for(lambda: stream.status[0].state == "connected")
-            time.sleep(0.5)
+            before = data_frames(got)
+            assert wait_for(lambda n=before: data_frames(got) > n + 3)  # data flows; drop
             server.inject("drop")
             assert wait_for(lambda: stream.status[0].state != "connected", 5)
         assert wait_for(lambda: stream.status[0].state == "connected")
+        # Resubscribed: every token ticks again (heartbeats alone would pass a count).
         before = len(got.messages)
-        assert wait_for(lambda: len(got.messages) > before + 5)
+        assert wait_for(lambda: tokens_since(got, before) == set(tokens))
     finally:
         stream.stop()
         server.stop()
@@ -195,7 +211,8 @@ def test_silence_is_death_and_the_stream_resumes(window):
         assert wait_for(lambda: stream.status[0].reconnects >= 1, 10)
         assert wait_for(lambda: stream.status[0].state == "connected")
         count = len(got.messages)
-        assert wait_for(lambda: len(got.messages) > count + 3)
+        tokens = {i["instrument_token"] for i in TickReader(window).instruments}
+        assert wait_for(lambda: tokens_since(got, count) == tokens)  # resubscribed
     finally:
         stream.stop()
         server.stop()
@@ -207,12 +224,18 @@ def test_malformed_frame_and_text_error_do_not_stop_the_feed(window, caplog):
     live = LiveSource(instruments, server.url, KEY, TOKEN, **FAST)
     pipeline = Pipeline(CandleEngine(instruments, CandleConfig()), MemorySink())
 
+    def logged(text):
+        return any(text in r.getMessage() for r in list(caplog.records))
+
+    after = {}
+
     def faults():
-        wait_for(lambda: live.status[0].state == "connected")
-        time.sleep(0.3)
+        wait_for(lambda: server.subscribes >= 1)
         server.inject("malformed")
         server.inject("error")
-        time.sleep(1.0)
+        wait_for(lambda: logged("malformed Kite messages") and logged("error from Kite"))
+        after["ticks"] = pipeline.summary.ticks
+        wait_for(lambda: pipeline.summary.ticks > after["ticks"])  # the feed goes on
         pipeline.stop()
 
     threading.Thread(target=faults, daemon=True).start()
@@ -221,7 +244,7 @@ def test_malformed_frame_and_text_error_do_not_stop_the_feed(window, caplog):
             summary = pipeline.run(live, live=True)
         finally:
             server.stop()
-    assert summary.faults["PAST_END"] == 1 and summary.ticks > 0
+    assert summary.faults["PAST_END"] == 1 and summary.ticks > after["ticks"] > 0
     assert "error from Kite: mock: injected error" in caplog.text
     assert "malformed Kite messages" in caplog.text
 
@@ -282,11 +305,13 @@ def test_recording_replays_to_the_same_candles(window, tmp_path):
     config = CandleConfig(intervals=(1,), grace_s=10.0)
     pipeline = Pipeline(CandleEngine(instruments, config), live_sink := MemorySink())
 
-    def stop_soon():
-        time.sleep(4)
+    def stop_after_a_candle():
+        # Stopped once a candle has closed and been written: both runs then hold closed
+        # and in-progress candles.
+        wait_for(lambda: live_sink.candles, 60)
         pipeline.stop()
 
-    threading.Thread(target=stop_soon, daemon=True).start()
+    threading.Thread(target=stop_after_a_candle, daemon=True).start()
     try:
         pipeline.run(live, live=True, clock=server.stream_clock)
     finally:
@@ -309,12 +334,16 @@ def test_instruments_dump_resolution_and_daily_cache(window, tmp_path):
     try:
         got = fetch_dump(KEY, TOKEN, tmp_path, date(2024, 1, 15), root=server.root)
         assert {i.tradingsymbol for i in got} >= {"INFY", "NIFTY 50"}
-        assert (tmp_path / "instruments-2024-01-15.csv").exists()
+        cache = tmp_path / f"instruments-2024-01-15-127.0.0.1_{server.port}.csv"
+        assert [p.name for p in tmp_path.glob("instruments-*")] == [cache.name]
         with pytest.raises(InstrumentsError, match="refused"):
             fetch_dump(KEY, "bad", tmp_path, date(2024, 1, 16), root=server.root)
     finally:
         server.stop()
-    assert read_dump(tmp_path / "instruments-2024-01-15.csv") == got
+    assert read_dump(cache) == got
+    # Keyed by the API's host: a real run the same day does not take the local server's
+    # tokens (the old cache was keyed by the date alone).
+    assert dump_cache_path(tmp_path, date(2024, 1, 15), KITE_API_ROOT) != cache
 
 
 def run_cli(*args, env=None, timeout=120):
@@ -376,3 +405,114 @@ def test_cli_test_broker_and_live_errors(window, tmp_path):
         errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
         assert "Traceback" not in proc.stderr and len(errors) == 1
         assert errors[0].startswith("feedengine: error: ")
+
+
+def test_a_dead_link_is_noticed_within_the_silence_timeout(window):
+    """A black hole (no data, no reading: no close handshake can complete) is left within
+    silence_s. It took silence_s + 10 s (websockets' close timeout) before, while the state
+    still said connected."""
+    server = serve(window, speed=40)
+    stream = KiteStream(
+        server.url,
+        KEY,
+        TOKEN,
+        [i["instrument_token"] for i in TickReader(window).instruments],
+        lambda t, m: None,
+        **FAST,
+    )
+    stream.start()
+    try:
+        assert wait_for(lambda: stream.status[0].state == "connected" and server.subscribes)
+        server.inject("blackhole")
+        injected = time.monotonic()
+        assert wait_for(lambda: stream.status[0].state != "connected", 30)
+        noticed = time.monotonic() - injected
+        assert noticed < FAST["silence_s"] + 0.5, f"noticed after {noticed:.1f} s"
+        assert wait_for(lambda: stream.status[0].state == "connected")
+        assert server.connections == 2
+    finally:
+        stream.stop()
+        server.stop()
+
+
+def test_a_handshake_timeout_is_its_own_line_and_part_of_the_backoff(window, caplog):
+    """A server that accepts TCP but never answers the handshake: each failure is logged as
+    an open timeout (it was "no message for 10 s"), and attempts start one backoff apart,
+    counted from each attempt's start (the timeout was added to every step)."""
+    server = serve(window, speed=1)
+    server.inject("stall", seconds=60)
+    stream = KiteStream(
+        server.url,
+        KEY,
+        TOKEN,
+        [256265],
+        lambda t, m: None,
+        silence_s=5.0,
+        open_timeout_s=1.0,
+        backoff_first_s=1.0,
+        backoff_cap_s=1.0,
+    )
+    with caplog.at_level(logging.INFO, logger="feedengine.ticker"):
+        stream.start()
+        try:
+            assert wait_for(lambda: len(server.handshakes) >= 4, 30)
+            assert stream.status[0].state != "connected"
+        finally:
+            stream.stop()
+            server.stop()
+    gaps = np.diff(list(server.handshakes)[:4])
+    # Backoff 0.5-1.0 s with jitter, the timeout 1 s: attempts start about 1 s apart (they
+    # were 1.5-2 s apart: timeout + backoff).
+    assert gaps.min() > 0.9 and gaps.max() < 1.3, gaps
+    assert "(open timeout)" in caplog.text
+    assert "no message for" not in caplog.text
+
+
+def test_a_failing_callback_is_fatal_not_a_lost_connection(window):
+    """An OSError raised by the consumer (a full disk while recording) is the consumer's:
+    it stops the stream and reaches check(); it was taken for a lost connection and the
+    stream reconnected in a loop."""
+    server = serve(window, speed=40)
+
+    def full_disk(recv_ns, message):
+        raise OSError(28, "No space left on device")
+
+    stream = KiteStream(
+        server.url,
+        KEY,
+        TOKEN,
+        [i["instrument_token"] for i in TickReader(window).instruments],
+        full_disk,
+        **FAST,
+    )
+    stream.start()
+    try:
+        assert wait_for(lambda: not stream.alive, 10)
+        with pytest.raises(OSError, match="No space left"):
+            stream.check()
+        assert stream.status[0].reconnects == 0 and stream.status[0].state == "failed"
+    finally:
+        stream.stop()
+        server.stop()
+
+
+def test_cli_test_broker_needs_a_tick_not_just_heartbeats(window, tmp_path):
+    """A server that only sends heartbeats (a closed market) passed before."""
+    rows = instrument_rows(TickReader(window).instruments)
+    server = MockKite(lambda: iter(()), rows, api_key=KEY, access_token=TOKEN).start()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "FEEDENGINE_HOME": str(tmp_path),
+        "KITE_API_KEY": KEY,
+        "KITE_ACCESS_TOKEN": TOKEN,
+        "KITE_WS_URL": server.url,
+        "KITE_API_ROOT": server.root,
+    }
+    try:
+        proc = run_cli("--test-broker", env=env)
+    finally:
+        server.stop()
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "2/3 instruments dump" in proc.stdout and "3/3" not in proc.stdout
+    assert "but no tick of the 3 subscribed tokens in 10 s (" in proc.stderr
+    assert "none with one; is the market closed?)" in proc.stderr
