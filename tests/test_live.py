@@ -15,6 +15,7 @@ import pytest
 
 from feedengine import wire
 from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.errors import AuthError, StreamError
 from feedengine.instruments import (
     Instrument,
     InstrumentsError,
@@ -30,7 +31,6 @@ from feedengine.simulator import SimConfig, simulate
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.sink import MemorySink
-from feedengine.errors import AuthError, StreamError
 from feedengine.ticker import KiteStream, shard
 from feedengine.tickfile import TickReader
 

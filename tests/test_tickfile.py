@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedengine import _tickfile
-from feedengine.reference import tickfile as ref
 from feedengine.errors import TickFileError
+from feedengine.reference import tickfile as ref
 from feedengine.tickfile import MAGIC, TickReader, TickWriter, make_meta
 
 INSTRUMENTS = [{"instrument_token": 408065, "tradingsymbol": "INFY", "exchange": "NSE"}]
