@@ -22,13 +22,14 @@ import pytest
 from kiteconnect import KiteTicker
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, table_names
+from feedengine.database import PostgresSink
 from feedengine.pipeline import Pipeline
 from feedengine.reference import candles as ref_candles
 from feedengine.replay import ReplaySource
 from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
 from feedengine.simulator import SimConfig, simulate
 from feedengine.spill import SpillFile
+from feedengine.tables import table_names
 
 from .conftest import MODE
 

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 
 from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, table_names
+from feedengine.database import PostgresSink
 from feedengine.instruments import Instrument
 from feedengine.live import LiveSource
 from feedengine.mockkite import (
@@ -32,6 +32,7 @@ from feedengine.pipeline import Pipeline
 from feedengine.segments import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
+from feedengine.tables import table_names
 
 from .conftest import MODE, mockkite_process
 

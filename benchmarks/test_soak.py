@@ -15,13 +15,14 @@ from itertools import islice
 import psycopg
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, table_names
+from feedengine.database import PostgresSink
 from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.source import MessageBatch
+from feedengine.tables import table_names
 
 from .conftest import MODE
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
-from feedengine.database import DEFAULT_TABLE_TEMPLATE, table_names
 from feedengine.errors import ConfigError
 from feedengine.instruments import KITE_API_ROOT
 from feedengine.sessions import Session, parse_sessions
+from feedengine.tables import DEFAULT_TABLE_TEMPLATE, table_names
 
 #: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
 DEFAULT_HOME = Path("~/.local/share/feedengine").expanduser()

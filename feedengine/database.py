@@ -1,4 +1,4 @@
-"""PostgreSQL: the candle tables, the binary-COPY sink, the embedded server (SPEC section 5).
+"""PostgreSQL: the binary-COPY sink, the embedded server, the checks (SPEC section 5).
 
 Each flush is one transaction: the records are encoded by the compiled PGCOPY encoder,
 COPYed into a temporary staging table, and merged into one table per interval with
@@ -10,7 +10,6 @@ start, ``TIMESTAMPTZ`` columns the instant.
 import contextlib
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,23 @@ from psycopg import sql
 from feedengine import _pgcopy
 from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
 from feedengine.sink import candle_tuples
+from feedengine.tables import (
+    COPY_STAGING,
+    STAGING_DDL,
+    TableInfo,
+    copy_statement,
+    ensure_table,
+    identifier,
+    latest_per_candle,
+    merge_statement,
+)
 
 log = logging.getLogger(__name__)
 
-#: The seed's table naming: one table per interval.
-DEFAULT_TABLE_TEMPLATE = "merged_candles_{interval}min"
 #: Seconds to wait for a connection before the database counts as down.
 CONNECT_TIMEOUT_S = 5
 #: Shows in pg_stat_activity, so operators (and the fault tests) can find our sessions.
 APPLICATION_NAME = "feedengine"
-STAGING = "feedengine_staging"
-REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
 #: After a flush whose direct COPY met an existing candle, this many flushes of that table
 #: go straight to the upsert before the direct COPY is tried again.
 UPSERT_STREAK = 16
@@ -39,182 +44,11 @@ UPSERT_STREAK = 16
 _INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
 
 
-def table_names(
-    intervals: tuple[int, ...],
-    template: str = DEFAULT_TABLE_TEMPLATE,
-    five_minute: str | None = None,
-) -> dict[int, str]:
-    """Table name per interval from ``template``; ``five_minute`` overrides the 5-minute one."""
-    if "{interval}" not in template:
-        raise ValueError(f"CANDLE_TABLE_TEMPLATE {template!r} must contain {{interval}}")
-    names = {m: template.format(interval=m) for m in intervals}
-    if five_minute and 5 in names:
-        names[5] = five_minute
-    return names
-
-
-def _ident(name: str) -> sql.Identifier:
-    return sql.Identifier(*name.split("."))
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """How an existing candle table stores a candle."""
-
-    name: str
-    datetime_type: str  # "timestamp without time zone" | "timestamp with time zone"
-    volume_type: str
-    has_key: bool
-    created: bool = False
-    #: Column types that take the candle-table COPY layout as it is (NUMERIC prices, text
-    #: symbol, BIGINT volume), and a unique key to notice a candle that already exists.
-    direct_copy: bool = False
-
-    @property
-    def stores_instant(self) -> bool:
-        return self.datetime_type == "timestamp with time zone"
-
-    def describe(self) -> str:
-        key = (
-            "unique key (tradingsymbol, datetime)"
-            if self.has_key
-            else ("no unique key: written by delete-then-insert")
-        )
-        made = "created" if self.created else "found"
-        return (
-            f"{self.name}: {made}; datetime {self.datetime_type}, volume {self.volume_type}, {key}"
-        )
-
-
 def connect(dsn: str) -> psycopg.Connection[Any]:
     """A connection for feedengine's use (explicit transactions)."""
     return psycopg.connect(
         dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME
     )
-
-
-def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
-    """Describe table ``name``, or None when it does not exist."""
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (name,),
-    ).fetchall()
-    if not rows:
-        return None
-    columns = {str(n): str(t) for n, t in rows}
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise SchemaError(
-            f"table {name} lacks column(s) {', '.join(missing)}; feedengine "
-            f"writes {', '.join(REQUIRED_COLUMNS)}"
-        )
-    dt = columns["datetime"]
-    if dt not in ("timestamp without time zone", "timestamp with time zone"):
-        raise SchemaError(
-            f"table {name}: column datetime is {dt}; expected TIMESTAMP or TIMESTAMPTZ"
-        )
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) "
-        "AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND "
-        "(SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
-        " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
-        "= ARRAY['datetime', 'tradingsymbol'])",
-        (name,),
-    ).fetchone()
-    has_key = bool(row and row[0])
-    direct = (
-        has_key
-        and columns["volume"] == "bigint"
-        and columns["tradingsymbol"].split("(")[0] in ("text", "character varying")
-        and all(columns[c].split("(")[0] == "numeric" for c in ("open", "high", "low", "close"))
-    )
-    return TableInfo(name, dt, columns["volume"].split("(")[0], has_key, direct_copy=direct)
-
-
-def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
-    """Describe ``name``, creating it with the seed's schema when it is missing."""
-    info = inspect_table(conn, name)
-    if info is not None:
-        return info
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
-            "tradingsymbol VARCHAR NOT NULL, open NUMERIC, high NUMERIC, low NUMERIC, "
-            "close NUMERIC, volume BIGINT, PRIMARY KEY (tradingsymbol, datetime))"
-        ).format(_ident(name))
-    )
-    info = inspect_table(conn, name)
-    assert info is not None
-    return TableInfo(
-        info.name,
-        info.datetime_type,
-        info.volume_type,
-        info.has_key,
-        created=True,
-        direct_copy=info.direct_copy,
-    )
-
-
-def latest_per_candle(records: np.ndarray) -> np.ndarray:
-    """The last version of each candle in ``records``, ordered by (interval, symbol, time).
-
-    A flush may hold a candle twice (an in-progress snapshot and its final value); the
-    upsert must see it once. The order follows the tables' primary key, which makes the
-    server's index insertions sequential.
-    """
-    order = np.lexsort((records["bucket_start_ns"], records["symbol"], records["minutes"]))
-    rows = records[order]
-    same_as_next = (
-        (rows["minutes"][:-1] == rows["minutes"][1:])
-        & (rows["symbol"][:-1] == rows["symbol"][1:])
-        & (rows["bucket_start_ns"][:-1] == rows["bucket_start_ns"][1:])
-    )
-    return rows[np.append(~same_as_next, True)] if len(rows) else rows
-
-
-def copy_statement(info: TableInfo) -> sql.Composed:
-    """``COPY`` straight into ``info``'s table, in the encoder's candle-table layout."""
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        _ident(info.name), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.TABLE_COLUMNS))
-    )
-
-
-def merge_statement(info: TableInfo) -> sql.Composed:
-    """SQL merging the staging rows of one interval (``%s``) into ``info``'s table.
-
-    The staging rows hold each candle once (:func:`latest_per_candle`).
-    """
-    dt = sql.Identifier("dt_utc" if info.stores_instant else "dt_ist")
-    latest = sql.SQL(
-        "SELECT {dt} AS dt, tradingsymbol, open, high, low, close, volume FROM {staging} "
-        "WHERE minutes = %s"
-    ).format(dt=dt, staging=sql.Identifier(STAGING))
-    table = _ident(info.name)
-    if info.has_key:
-        return sql.SQL(
-            "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
-            "SELECT dt, tradingsymbol, open, high, low, close, volume FROM ({latest}) s "
-            "ON CONFLICT (tradingsymbol, datetime) DO UPDATE SET open = EXCLUDED.open, "
-            "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
-            "volume = EXCLUDED.volume"
-        ).format(t=table, latest=latest)
-    return sql.SQL(
-        "WITH s AS ({latest}), gone AS (DELETE FROM {t} USING s "
-        "WHERE {t}.tradingsymbol = s.tradingsymbol AND {t}.datetime = s.dt) "
-        "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
-        "SELECT dt, tradingsymbol, open, high, low, close, volume FROM s"
-    ).format(t=table, latest=latest)
-
-
-STAGING_DDL = sql.SQL(
-    "CREATE TEMP TABLE IF NOT EXISTS {} (minutes int2, tradingsymbol text, "
-    "dt_ist timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, "
-    "close numeric, volume int8) ON COMMIT DELETE ROWS"
-).format(sql.Identifier(STAGING))
-COPY_STAGING = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.STAGING_COLUMNS))
-)
 
 
 class PostgresSink:
@@ -413,7 +247,7 @@ def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
                 for minutes, name in tables.items():
                     info = ensure_table(conn, name)
                     count = conn.execute(
-                        sql.SQL("SELECT count(*) FROM {}").format(_ident(name))
+                        sql.SQL("SELECT count(*) FROM {}").format(identifier(name))
                     ).fetchone()
                     lines.append(
                         f"{minutes}-minute table {info.describe()}; {count[0] if count else 0} rows"

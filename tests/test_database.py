@@ -13,15 +13,16 @@ from hypothesis import strategies as st
 
 from feedengine import _pgcopy
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, check_database, table_names
+from feedengine.database import PostgresSink, check_database
 from feedengine.dtypes import RECORD_DTYPE
+from feedengine.errors import SinkDataError, SinkUnavailable
 from feedengine.pipeline import Pipeline
 from feedengine.reference import pgcopy as ref_pgcopy
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
-from feedengine.errors import SinkDataError, SinkUnavailable
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
+from feedengine.tables import table_names
 from feedengine.tickfile import TickReader, TickWriter
 
 INTERVALS = (1, 5, 15)

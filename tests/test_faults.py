@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, embedded_dsn, table_names
+from feedengine.database import PostgresSink, embedded_dsn
 from feedengine.instruments import Instrument
 from feedengine.live import LiveSource
 from feedengine.mockkite import MockKite, tick_file_source
@@ -23,6 +23,7 @@ from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
+from feedengine.tables import table_names
 from feedengine.tickfile import TickReader
 from tests.brokers import start_amqtt
 

@@ -8,10 +8,10 @@ import pytest
 
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.dtypes import RECORD_DTYPE
+from feedengine.errors import SinkUnavailable, SpillError
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
-from feedengine.errors import SinkUnavailable, SpillError
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 
