@@ -18,7 +18,13 @@ import psycopg
 from psycopg import sql
 
 from feedengine import _pgcopy
-from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
+from feedengine.errors import (
+    ConfigError,
+    InstrumentsError,
+    SchemaError,
+    SinkDataError,
+    SinkUnavailable,
+)
 from feedengine.sink import candle_tuples
 from feedengine.tables import (
     COPY_STAGING,
@@ -212,22 +218,38 @@ def embedded_dsn(home: Path) -> str:
     return uri
 
 
+def reason(error: psycopg.Error) -> str:
+    """The first line of a psycopg error: what the server or libpq said."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def symbols_from_db(dsn: str, query: str) -> list[str]:
     """Run ``SYMBOLS_QUERY``; its first column gives the symbols.
 
     Raises
     ------
-    ValueError
-        The query fails or returns nothing.
+    SinkUnavailable
+        The database cannot be reached.
+    ConfigError
+        The query fails (bad SQL, a missing table).
+    InstrumentsError
+        It returns no symbols.
     """
     try:
-        with connect(dsn) as conn:
-            rows = conn.execute(sql.SQL(query)).fetchall()
+        conn = connect(dsn)
     except psycopg.Error as e:
-        raise ValueError(f"SYMBOLS_QUERY failed: {str(e).strip().splitlines()[0]}") from None
+        raise SinkUnavailable(f"--symbols-from-db: database unavailable: {reason(e)}") from None
+    try:
+        with conn:
+            rows = conn.execute(sql.SQL(query)).fetchall()
+    except psycopg.OperationalError as e:
+        raise SinkUnavailable(f"--symbols-from-db: database unavailable: {reason(e)}") from None
+    except psycopg.Error as e:
+        raise ConfigError(f"SYMBOLS_QUERY failed: {reason(e)}: {query}") from None
     symbols = [str(r[0]) for r in rows if r and r[0]]
     if not symbols:
-        raise ValueError(f"SYMBOLS_QUERY returned no symbols: {query}")
+        raise InstrumentsError(f"SYMBOLS_QUERY returned no symbols: {query}")
     return symbols
 
 
@@ -236,8 +258,10 @@ def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
 
     Raises
     ------
-    SinkUnavailable, SchemaError
-        With a message naming the problem.
+    SinkUnavailable
+        The database cannot be reached.
+    SchemaError, SinkDataError
+        A table that cannot be used or created, with a message naming it.
     """
     try:
         with connect(dsn) as conn:
@@ -254,4 +278,6 @@ def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
                     )
             return lines
     except psycopg.OperationalError as e:
-        raise SinkUnavailable(str(e).strip().splitlines()[0]) from None
+        raise SinkUnavailable(f"database unavailable: {reason(e)}") from None
+    except psycopg.Error as e:
+        raise SinkDataError(f"database refused the check: {reason(e)}") from None

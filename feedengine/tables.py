@@ -1,6 +1,7 @@
 """The candle tables: their names, the schema of an existing one, creating a missing one,
 and the SQL that merges staged candles into them (SPEC section 5)."""
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,22 +18,100 @@ STAGING = "feedengine_staging"
 REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
 
 
+#: PostgreSQL keeps this many bytes of a name (NAMEDATALEN - 1) and silently cuts the rest.
+MAX_NAME_BYTES = 63
+#: A plain SQL identifier: a table name, or a schema's.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+#: Intervals a template is tried with when it is checked: the shortest and longest names.
+_CHECK_INTERVALS = (1, 1440)
+
+
+def check_table_name(name: str) -> str:
+    """``name`` when it is a table name feedengine can use: ``table`` or ``schema.table``.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong.
+    """
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"{name!r} is not a table name: expected letters, digits and underscores, "
+            "optionally schema-qualified (schema.table)"
+        )
+    long = [p for p in parts if len(p.encode()) > MAX_NAME_BYTES]
+    if long:
+        raise ValueError(f"{long[0]!r} is longer than PostgreSQL's {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def check_template(template: str) -> str:
+    """``template`` when it makes a valid table name for every interval.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong.
+    """
+    if "{interval}" not in template:
+        raise ValueError("must contain {interval}")
+    for minutes in _CHECK_INTERVALS:
+        try:
+            name = template.format(interval=minutes)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("braces may hold only {interval}") from None
+        check_table_name(name)
+    return template
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """The candle table of any interval: ``template`` with the interval's minutes, except that
+    ``five_minute`` (when given) names the 5-minute table (the seed's ``CANDLE_TABLE_NAME``).
+
+    Raises
+    ------
+    ValueError
+        From the constructor, for a template or a name that makes no valid table name.
+    """
+
+    template: str = DEFAULT_TABLE_TEMPLATE
+    five_minute: str | None = None
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
+        if self.five_minute:
+            check_table_name(self.five_minute)
+
+    def __call__(self, minutes: int) -> str:
+        if minutes == 5 and self.five_minute:
+            return self.five_minute
+        return self.template.format(interval=minutes)
+
+    def of(self, intervals: tuple[int, ...]) -> dict[int, str]:
+        """Table name per interval."""
+        return {m: self(m) for m in intervals}
+
+
 def table_names(
     intervals: tuple[int, ...],
     template: str = DEFAULT_TABLE_TEMPLATE,
     five_minute: str | None = None,
 ) -> dict[int, str]:
     """Table name per interval from ``template``; ``five_minute`` overrides the 5-minute one."""
-    if "{interval}" not in template:
-        raise ValueError(f"CANDLE_TABLE_TEMPLATE {template!r} must contain {{interval}}")
-    names = {m: template.format(interval=m) for m in intervals}
-    if five_minute and 5 in names:
-        names[5] = five_minute
-    return names
+    return TableNames(template, five_minute).of(intervals)
 
 
 def identifier(name: str) -> sql.Identifier:
+    """A (schema-qualified) table name as SQL, quoted: its case is kept."""
     return sql.Identifier(*name.split("."))
+
+
+def quoted(name: str) -> str:
+    """A checked table name as SQL text, quoted like :func:`identifier` (for ``SYMBOLS_QUERY``
+    and ``to_regclass``)."""
+    return ".".join(f'"{part}"' for part in check_table_name(name).split("."))
 
 
 @dataclass(frozen=True)
@@ -69,7 +148,7 @@ def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
     rows = conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
         "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (name,),
+        (quoted(name),),
     ).fetchall()
     if not rows:
         return None
@@ -91,7 +170,7 @@ def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
         "(SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
         " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
         "= ARRAY['datetime', 'tradingsymbol'])",
-        (name,),
+        (quoted(name),),
     ).fetchone()
     has_key = bool(row and row[0])
     direct = (

@@ -292,7 +292,7 @@ def test_cli_test_database_and_replay_into_postgres(
         text=True,
         check=False,
     )
-    assert empty.returncode == 2 and "returned no symbols" in empty.stderr
+    assert empty.returncode == 1 and "returned no symbols" in empty.stderr
 
 
 def test_threads_do_not_leak(day_file):
