@@ -164,13 +164,15 @@ class Flusher:
         )
         self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
 
+    def _write(self, records: np.ndarray) -> None:
+        self.sink.write(records)
+        self._count(records)
+
     def _drain_spill(self) -> None:
         assert self.spill is not None
         total = self.spilled
         try:
-            for block in self.spill.blocks(self.batch_rows):
-                self.sink.write(block)
-                self._count(block)
+            self.spill.drain(self._write, self.batch_rows)
         except SinkUnavailable as e:
             self.failures += 1
             self._retry_at = time.monotonic() + self._retry_delay
@@ -182,7 +184,6 @@ class Flusher:
             )
             self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
             return
-        self.spill.clear()
         self.sink_ok = True
         self._retry_delay = self.retry_first_s
         log.info("database back: wrote %d spilled candle rows", total)
