@@ -29,7 +29,7 @@ from feedengine.replay import ReplaySource
 from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
 from feedengine.simulator import SimConfig, simulate
 from feedengine.spill import SpillFile
-from feedengine.tables import table_names
+from feedengine.tables import TableNames, table_names
 
 from .conftest import MODE
 
@@ -119,7 +119,9 @@ def test_full_day_replay_into_postgres(day, pg_dsn, tmp_path, report, benchmark)
     source = ReplaySource(day)
     engine = CandleEngine(source.instruments, CandleConfig(intervals=(1, 5, 15)))
     pipeline = Pipeline(
-        engine, PostgresSink(pg_dsn, tables), spill=SpillFile(tmp_path / "spill.bin")
+        engine,
+        PostgresSink(pg_dsn, TableNames(prefix + "_{interval}min")),
+        spill=SpillFile(tmp_path / "spill.bin"),
     )
     sampler = RssSampler()
     sampler.start()

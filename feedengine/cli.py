@@ -449,7 +449,7 @@ def run_pipeline(
     if args.csv:
         sink = CsvSink(args.csv)
     else:
-        sink = PostgresSink(db(), config.tables(intervals))
+        sink = PostgresSink(db(), config.table_names)
         config.home.mkdir(parents=True, exist_ok=True)
         spill = SpillFile(config.spill_path)
     live = not args.replay

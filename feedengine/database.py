@@ -10,6 +10,8 @@ start, ``TIMESTAMPTZ`` columns the instant.
 import contextlib
 import logging
 import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from feedengine.tables import (
     COPY_STAGING,
     STAGING_DDL,
     TableInfo,
+    TableNames,
     copy_statement,
     ensure_table,
     identifier,
@@ -57,6 +60,67 @@ def connect(dsn: str) -> psycopg.Connection[Any]:
     )
 
 
+def reason(error: psycopg.Error) -> str:
+    """A psycopg error as one line: what the server or libpq said, details included."""
+    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return text or type(error).__name__
+
+
+@contextlib.contextmanager
+def _converted(on_error: Callable[[], None]) -> Iterator[None]:
+    """psycopg's errors as :class:`SinkUnavailable` (the connection is the problem: try
+    again later) or :class:`SinkDataError` (the server refuses). ``on_error`` runs first,
+    whatever the error."""
+    try:
+        yield
+    except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+        on_error()
+        raise SinkUnavailable(reason(e)) from None
+    except psycopg.Error as e:
+        on_error()
+        raise SinkDataError(reason(e)) from None
+    except BaseException:
+        on_error()
+        raise
+
+
+def _check_volumes(info: TableInfo, records: np.ndarray) -> None:
+    """Raise :class:`SinkDataError` for a volume ``info``'s integer column cannot hold."""
+    limit = _INT_LIMITS.get(info.volume_type)
+    if limit is None:
+        return
+    rows = records[records["volume"] > limit]
+    if len(rows):
+        m, symbol, start, *_, volume = candle_tuples(rows[:1])[0]
+        raise SinkDataError(
+            f"volume {volume} of {symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
+            f"does not fit column {info.name}.volume ({info.volume_type}); "
+            f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT"
+        )
+
+
+@dataclass
+class _Target:
+    """One interval's table and how a flush writes it."""
+
+    info: TableInfo
+    merge: sql.Composed
+    #: ``COPY`` straight into the table and its encoder layout, when the table allows it.
+    copy: tuple[sql.Composed, int] | None
+    #: Flushes left that skip the direct COPY (see :meth:`PostgresSink._copy_new`).
+    upsert_only: int = 0
+
+    @classmethod
+    def of(cls, info: TableInfo) -> "_Target":
+        copy = None
+        if info.direct_copy:
+            layout = (
+                _pgcopy.LAYOUT_TABLE_INSTANT if info.stores_instant else _pgcopy.LAYOUT_TABLE_WALL
+            )
+            copy = (copy_statement(info), layout)
+        return cls(info, merge_statement(info), copy)
+
+
 class PostgresSink:
     """Writes candle records to PostgreSQL, one transaction per block.
 
@@ -65,7 +129,9 @@ class PostgresSink:
     dsn
         libpq connection string or URI.
     tables
-        Table name per interval (see :func:`table_names`).
+        The table of each interval. Records of any interval are written, whatever the
+        intervals given to :meth:`open` (a spill of an earlier run's intervals): a table is
+        looked up, and created when missing, the first time its interval is seen.
 
     Raises
     ------
@@ -76,94 +142,91 @@ class PostgresSink:
         When a table cannot hold the rows (e.g. a volume too large for an INTEGER column).
     """
 
-    def __init__(self, dsn: str, tables: dict[int, str]) -> None:
+    def __init__(self, dsn: str, tables: TableNames) -> None:
         self.dsn = dsn
         self.tables = tables
-        self.info: dict[int, TableInfo] = {}
+        self._targets: dict[int, _Target] = {}
+        #: Intervals whose tables a new connection inspects: opened, or met since.
+        self._intervals: list[int] = []
         self._conn: psycopg.Connection[Any] | None = None
-        self._merges: dict[int, sql.Composed] = {}
-        self._copies: dict[int, tuple[sql.Composed, int]] = {}
-        self._upsert_only: dict[int, int] = {}
+
+    @property
+    def info(self) -> dict[int, TableInfo]:
+        """The tables met so far, by interval."""
+        return {minutes: target.info for minutes, target in self._targets.items()}
 
     def open(self, intervals: tuple[int, ...]) -> None:
-        try:
-            self._connection()
-        except SinkUnavailable as e:
-            log.error("database unavailable at start (%s); candles will be spilled and retried", e)
+        """Connect; find or create the tables of ``intervals``.
+
+        Raises
+        ------
+        SinkUnavailable
+            The database cannot be reached (the caller spills and retries).
+        SchemaError
+            A table that cannot be used as it is.
+        SinkDataError
+            The server refuses (e.g. no permission to create a table).
+        """
+        self._intervals += [m for m in intervals if m not in self._intervals]
+        self._connection()
 
     def _connection(self) -> psycopg.Connection[Any]:
+        """The open connection, or a new one with the tables of every interval met so far
+        inspected again (one may have been altered meanwhile).
+
+        A table found in a write's transaction is forgotten with the connection if that
+        transaction fails (so is its creation), hence the inspection per connection.
+        """
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        try:
-            conn = connect(self.dsn)
+        with _converted(self._drop):
+            conn = self._conn = connect(self.dsn)
             with conn.transaction():
-                for minutes, name in self.tables.items():
-                    info = ensure_table(conn, name)
-                    if minutes not in self.info:
-                        log.info("candle table %s", info.describe())
-                    self.info[minutes] = info
-                    self._merges[minutes] = merge_statement(info)
-                    if info.direct_copy:
-                        layout = (
-                            _pgcopy.LAYOUT_TABLE_INSTANT
-                            if info.stores_instant
-                            else _pgcopy.LAYOUT_TABLE_WALL
-                        )
-                        self._copies[minutes] = (copy_statement(info), layout)
                 conn.execute(STAGING_DDL)
-        except psycopg.OperationalError as e:
-            raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
-        except (psycopg.Error, SchemaError) as e:
-            raise SinkDataError(str(e).strip()) from e
-        self._conn = conn
+                for minutes in self._intervals:
+                    self._add_target(conn, minutes)
         return conn
 
-    def _check_volumes(self, records: np.ndarray) -> None:
-        for minutes, info in self.info.items():
-            limit = _INT_LIMITS.get(info.volume_type)
-            if limit is None:
-                continue
-            rows = records[(records["minutes"] == minutes) & (records["volume"] > limit)]
-            if len(rows):
-                m, symbol, start, *_, volume = candle_tuples(rows[:1])[0]
-                raise SinkDataError(
-                    f"volume {volume} of {symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
-                    f"does not fit column {info.name}.volume ({info.volume_type}); "
-                    f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT"
-                )
+    def _add_target(self, conn: psycopg.Connection[Any], minutes: int) -> _Target:
+        info = ensure_table(conn, self.tables(minutes))
+        if minutes not in self._targets:
+            log.info("candle table %s", info.describe())
+        if minutes not in self._intervals:
+            self._intervals.append(minutes)
+        target = self._targets[minutes] = _Target.of(info)
+        return target
 
     def write(self, records: np.ndarray) -> None:
         if not len(records):
             return
-        conn = self._connection()
-        self._check_volumes(records)
-        records = latest_per_candle(records)
         try:
-            with conn.transaction(), conn.cursor() as cur:
-                staged = False
-                for minutes in np.unique(records["minutes"]).tolist():
-                    if self._copy_new(conn, cur, minutes, records[records["minutes"] == minutes]):
-                        continue
-                    if not staged:
-                        with cur.copy(COPY_STAGING) as copy:
-                            copy.write(_pgcopy.encode(records))
-                        staged = True
-                    cur.execute(self._merges[minutes], (minutes,))
-        except psycopg.OperationalError as e:
-            self._drop()
-            raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
-        except psycopg.InterfaceError as e:  # the connection is gone
-            self._drop()
-            raise SinkUnavailable(str(e).strip()) from e
-        except psycopg.Error as e:
-            self._drop()
-            raise SinkDataError(str(e).strip()) from e
+            conn = self._connection()
+        except SchemaError as e:  # the flusher spills rows the tables refuse
+            raise SinkDataError(str(e)) from None
+        records = latest_per_candle(records)
+        with _converted(self._drop), conn.transaction(), conn.cursor() as cur:
+            staged = False
+            for minutes in np.unique(records["minutes"]).tolist():
+                target = self._targets.get(minutes)
+                try:
+                    target = target or self._add_target(conn, minutes)
+                except SchemaError as e:
+                    raise SinkDataError(str(e)) from None
+                block = records[records["minutes"] == minutes]
+                _check_volumes(target.info, block)
+                if self._copy_new(conn, cur, target, block):
+                    continue
+                if not staged:
+                    with cur.copy(COPY_STAGING) as copy:
+                        copy.write(_pgcopy.encode(records))
+                    staged = True
+                cur.execute(target.merge, (minutes,))
 
     def _copy_new(
         self,
         conn: psycopg.Connection[Any],
         cur: psycopg.Cursor[Any],
-        minutes: int,
+        target: _Target,
         block: np.ndarray,
     ) -> bool:
         """COPY one interval's candles straight into its table, if they are all new.
@@ -174,17 +237,15 @@ class PostgresSink:
         back, False is returned (the caller upserts), and the next :data:`UPSERT_STREAK`
         flushes of that table upsert directly.
         """
-        copy = self._copies.get(minutes)
-        streak = self._upsert_only.get(minutes, 0)
-        if copy is None or streak:
-            self._upsert_only[minutes] = max(streak - 1, 0)
+        if target.copy is None or target.upsert_only:
+            target.upsert_only = max(target.upsert_only - 1, 0)
             return False
-        statement, layout = copy
+        statement, layout = target.copy
         try:
             with conn.transaction(), cur.copy(statement) as out:
                 out.write(_pgcopy.encode(block, layout))
         except psycopg.errors.UniqueViolation:
-            self._upsert_only[minutes] = UPSERT_STREAK
+            target.upsert_only = UPSERT_STREAK
             return False
         return True
 
@@ -216,12 +277,6 @@ def embedded_dsn(home: Path) -> str:
     server = pgserver.get_server(home / "pgdata", cleanup_mode=None)
     uri: str = server.get_uri()
     return uri
-
-
-def reason(error: psycopg.Error) -> str:
-    """The first line of a psycopg error: what the server or libpq said."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 def symbols_from_db(dsn: str, query: str) -> list[str]:

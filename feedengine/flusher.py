@@ -50,6 +50,8 @@ class Flusher:
         Interval minutes by index, for the per-interval row counts.
     spill
         Where rows wait while the sink is unavailable; without one, a failed write is fatal.
+    sink_ok
+        Whether the sink opened (False: it was unavailable at start).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Flusher:
         batch_rows: int = BATCH_ROWS,
         retry_first_s: float = RETRY_FIRST_S,
         retry_cap_s: float = RETRY_CAP_S,
+        sink_ok: bool = True,
     ) -> None:
         self.kernel = kernel
         self.resolve = resolve
@@ -77,8 +80,9 @@ class Flusher:
         self.rows_by_interval = dict.fromkeys(intervals, 0)
         self.flushes = 0
         self.failures = 0
-        #: Whether the last write reached the sink (for the heartbeat's "database ok").
-        self.sink_ok = True
+        #: Whether the sink took the last write, or opened when none was tried yet (the
+        #: heartbeat's "database ok").
+        self.sink_ok = sink_ok
         self._buf = np.empty(batch_rows, CANDLE_ROW_DTYPE)
         self._retry_delay = retry_first_s
         self._retry_at = 0.0
@@ -144,6 +148,7 @@ class Flusher:
             self._spill(records, e)
             return
         self._count(records)
+        self.sink_ok = True
         log.debug("flushed %d candle rows", len(records))
 
     def _spill(self, records: np.ndarray, error: Exception) -> None:

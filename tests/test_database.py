@@ -16,16 +16,18 @@ from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink, check_database
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import SinkDataError, SinkUnavailable
+from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.reference import pgcopy as ref_pgcopy
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
-from feedengine.tables import table_names
+from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader, TickWriter
 
 INTERVALS = (1, 5, 15)
+DOWN = "postgresql://nobody@127.0.0.1:1/none"
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +82,7 @@ def expected(day_file):
 
 def test_round_trip_exact_numeric(pg, pg_dsn, table_prefix, day_file, expected):
     tables = table_names(INTERVALS, table_prefix)
-    summary = run_replay(day_file, PostgresSink(pg_dsn, tables))
+    summary = run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))
     assert summary.spilled == 0
     for minutes, name in tables.items():
         got = table_rows(pg, name)
@@ -92,9 +94,9 @@ def test_round_trip_exact_numeric(pg, pg_dsn, table_prefix, day_file, expected):
 
 def test_replaying_twice_is_idempotent(pg, pg_dsn, table_prefix, day_file):
     tables = table_names(INTERVALS, table_prefix)
-    run_replay(day_file, PostgresSink(pg_dsn, tables))
+    run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))
     first = {m: table_rows(pg, n) for m, n in tables.items()}
-    run_replay(day_file, PostgresSink(pg_dsn, tables))
+    run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))
     assert {m: table_rows(pg, n) for m, n in tables.items()} == first
 
 
@@ -113,7 +115,9 @@ def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file
     tables = table_names((5,), table_prefix)
     pg.execute(f'CREATE TABLE "{tables[5]}" ({ddl})')
     for _ in range(2):  # twice: a table without a key must still hold each candle once
-        summary = run_replay(day_file, PostgresSink(pg_dsn, tables), intervals=(5,))
+        summary = run_replay(
+            day_file, PostgresSink(pg_dsn, TableNames(table_prefix)), intervals=(5,)
+        )
         assert summary.spilled == 0
     pg.execute("SET TIME ZONE 'Asia/Kolkata'")
     got = pg.execute(
@@ -136,7 +140,7 @@ def test_integer_volume_overflow_names_the_row(pg, pg_dsn, table_prefix, tmp_pat
         "open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC, volume INTEGER, "
         "PRIMARY KEY (tradingsymbol, datetime))"
     )
-    sink = PostgresSink(pg_dsn, tables)
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
     sink.open((5,))
     rec = np.zeros(1, RECORD_DTYPE)
     rec[0] = (1_705_290_300 * 10**9, 2**31, 100, 100, 100, 100, 5, 2, 1, b"RELIANCE")
@@ -153,7 +157,7 @@ def test_database_down_spills_then_drains_in_order(
     pg, pg_dsn, table_prefix, day_file, expected, tmp_path
 ):
     tables = table_names(INTERVALS, table_prefix)
-    sink = PostgresSink(pg_dsn, tables)
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
     state = {"writes": 0}
     real_write = sink.write
 
@@ -202,10 +206,71 @@ def test_encoder_equals_reference(rows, layout):
 
 
 def test_sink_unavailable_when_server_is_unreachable():
-    sink = PostgresSink("postgresql://nobody@127.0.0.1:1/none", {5: "x"})
-    sink.open((5,))  # logs, does not raise: rows will be spilled
+    sink = PostgresSink(DOWN, TableNames("x_{interval}"))
+    with pytest.raises(SinkUnavailable, match="Connection refused"):
+        sink.open((5,))  # the pipeline logs it and spills
     with pytest.raises(SinkUnavailable):
         sink.write(np.zeros(1, RECORD_DTYPE))
+
+
+class WaitingSource:
+    """A source that delivers nothing until it is stopped."""
+
+    name = "waiting"
+
+    def __init__(self):
+        self.instruments = [Instrument(408065, "INFY", "NSE")]
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+
+    def start(self):
+        self.started.set()
+
+    def stop(self):
+        self.stopped.set()
+
+    def batches(self):
+        self.stopped.wait(60)
+        return iter(())
+
+    def position(self):
+        return {}
+
+    def resume(self, position):
+        return False
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_heartbeat_database_state_is_true_from_the_start(pg_dsn, table_prefix, tmp_path, up):
+    source = WaitingSource()
+    sink = PostgresSink(pg_dsn if up else DOWN, TableNames(table_prefix))
+    engine = CandleEngine(source.instruments, CandleConfig(intervals=(5,)))
+    pipeline = Pipeline(engine, sink, spill=SpillFile(tmp_path / "spill.bin"))
+    thread = threading.Thread(target=pipeline.run, args=(source,), kwargs={"live": True})
+    thread.start()
+    try:
+        assert source.started.wait(30)
+        assert pipeline.status()["database_ok"] is up
+    finally:
+        pipeline.stop()
+        source.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_spilled_rows_of_other_intervals_reach_their_tables(
+    pg, pg_dsn, table_prefix, day_file, expected, tmp_path
+):
+    tables = TableNames(table_prefix)
+    down = run_replay(day_file, PostgresSink(DOWN, tables), spill=SpillFile(tmp_path / "s.bin"))
+    assert down.spilled > 0  # 1-, 5- and 15-minute rows wait in the spill
+    summary = run_replay(
+        day_file, PostgresSink(pg_dsn, tables), spill=SpillFile(tmp_path / "s.bin"), intervals=(5,)
+    )
+    assert summary.spilled == 0 and SpillFile(tmp_path / "s.bin").rows == 0
+    for minutes, name in tables.of(INTERVALS).items():  # the 1- and 15-minute ones created
+        assert table_rows(pg, name) == memory_rows(expected, minutes)
+        assert summary.candles[minutes] >= len(memory_rows(expected, minutes))
 
 
 def test_check_database_reports_tables(pg_dsn, table_prefix):
@@ -220,9 +285,16 @@ def test_stop_and_restart_give_the_same_rows(
 ):
     tables = table_names(INTERVALS, table_prefix)
     checkpoint = tmp_path / "checkpoint.npz"
-    first = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint, stop_after=3)
+    first = run_replay(
+        day_file,
+        PostgresSink(pg_dsn, TableNames(table_prefix)),
+        checkpoint=checkpoint,
+        stop_after=3,
+    )
     assert not first.finished and checkpoint.exists()
-    second = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint)
+    second = run_replay(
+        day_file, PostgresSink(pg_dsn, TableNames(table_prefix)), checkpoint=checkpoint
+    )
     assert second.finished and not checkpoint.exists()
     for minutes, name in tables.items():
         assert table_rows(pg, name) == memory_rows(expected, minutes)
@@ -243,8 +315,13 @@ def test_replay_in_two_files_continues_the_day(
         parts.append(path)
     tables = table_names(INTERVALS, table_prefix)
     checkpoint = tmp_path / "checkpoint.npz"
-    run_replay(parts[0], PostgresSink(pg_dsn, tables), checkpoint=checkpoint, finalize=False)
-    run_replay(parts[1], PostgresSink(pg_dsn, tables), checkpoint=checkpoint)
+    run_replay(
+        parts[0],
+        PostgresSink(pg_dsn, TableNames(table_prefix)),
+        checkpoint=checkpoint,
+        finalize=False,
+    )
+    run_replay(parts[1], PostgresSink(pg_dsn, TableNames(table_prefix)), checkpoint=checkpoint)
     for minutes, name in tables.items():
         assert table_rows(pg, name) == memory_rows(expected, minutes)
 

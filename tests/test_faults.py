@@ -23,7 +23,7 @@ from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
-from feedengine.tables import table_names
+from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader
 from tests.brokers import start_amqtt
 
@@ -88,7 +88,7 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
     source = ReplaySource(day, speed=6000)  # the 6.6-hour day in about 4 s
     pipeline = Pipeline(
         CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)),
-        PostgresSink(dsn, tables),
+        PostgresSink(dsn, TableNames()),
         spill=SpillFile(tmp_path / "spill.bin"),
         retry_first_s=0.05,
     )
