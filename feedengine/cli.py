@@ -451,7 +451,7 @@ def run_pipeline(
     else:
         sink = PostgresSink(db(), config.table_names)
         config.home.mkdir(parents=True, exist_ok=True)
-        spill = SpillFile(config.spill_path)
+        spill = SpillFile(config.spill_path, instruments)
     live = not args.replay
     checkpoint = config.checkpoint_path("live" if live else "replay")
     pipeline = Pipeline(engine, sink, checkpoint=checkpoint, spill=spill)

@@ -10,7 +10,7 @@ start, ``TIMESTAMPTZ`` columns the instant.
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from feedengine.errors import (
     SinkDataError,
     SinkUnavailable,
 )
+from feedengine.instruments import Instrument
 from feedengine.sink import candle_tuples
 from feedengine.tables import (
     COPY_STAGING,
@@ -38,6 +39,8 @@ from feedengine.tables import (
     identifier,
     latest_per_candle,
     merge_statement,
+    refuse_clashes,
+    rounding,
 )
 
 log = logging.getLogger(__name__)
@@ -91,9 +94,9 @@ def _check_volumes(info: TableInfo, records: np.ndarray) -> None:
         return
     rows = records[records["volume"] > limit]
     if len(rows):
-        m, symbol, start, *_, volume = candle_tuples(rows[:1])[0]
+        m, symbol, exchange, start, *_, volume = candle_tuples(rows[:1])[0]
         raise SinkDataError(
-            f"volume {volume} of {symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
+            f"volume {volume} of {exchange}:{symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
             f"does not fit column {info.name}.volume ({info.volume_type}); "
             f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT"
         )
@@ -119,6 +122,11 @@ class _Target:
             )
             copy = (copy_statement(info), layout)
         return cls(info, merge_statement(info), copy)
+
+    def encode(self, records: np.ndarray) -> bytearray:
+        """``records`` in the layout of :attr:`copy`."""
+        assert self.copy is not None
+        return _pgcopy.encode(records, self.copy[1], self.info.has_exchange)
 
 
 class PostgresSink:
@@ -148,6 +156,7 @@ class PostgresSink:
         self._targets: dict[int, _Target] = {}
         #: Intervals whose tables a new connection inspects: opened, or met since.
         self._intervals: list[int] = []
+        self._instruments: list[Instrument] = []
         self._conn: psycopg.Connection[Any] | None = None
 
     @property
@@ -155,18 +164,21 @@ class PostgresSink:
         """The tables met so far, by interval."""
         return {minutes: target.info for minutes, target in self._targets.items()}
 
-    def open(self, intervals: tuple[int, ...]) -> None:
-        """Connect; find or create the tables of ``intervals``.
+    def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
+        """Connect; find or create the tables of ``intervals``; check that they keep the
+        candles of ``instruments`` apart.
 
         Raises
         ------
         SinkUnavailable
             The database cannot be reached (the caller spills and retries).
         SchemaError
-            A table that cannot be used as it is.
+            A table that cannot be used as it is: a missing or odd column, or no exchange
+            column when two of ``instruments`` share a trading symbol.
         SinkDataError
             The server refuses (e.g. no permission to create a table).
         """
+        self._instruments = list(instruments)
         self._intervals += [m for m in intervals if m not in self._intervals]
         self._connection()
 
@@ -189,8 +201,12 @@ class PostgresSink:
 
     def _add_target(self, conn: psycopg.Connection[Any], minutes: int) -> _Target:
         info = ensure_table(conn, self.tables(minutes))
+        refuse_clashes(info, self._instruments)
         if minutes not in self._targets:
             log.info("candle table %s", info.describe())
+            warning = rounding(info, self._instruments)
+            if warning:
+                log.warning("%s", warning)
         if minutes not in self._intervals:
             self._intervals.append(minutes)
         target = self._targets[minutes] = _Target.of(info)
@@ -240,10 +256,9 @@ class PostgresSink:
         if target.copy is None or target.upsert_only:
             target.upsert_only = max(target.upsert_only - 1, 0)
             return False
-        statement, layout = target.copy
         try:
-            with conn.transaction(), cur.copy(statement) as out:
-                out.write(_pgcopy.encode(block, layout))
+            with conn.transaction(), cur.copy(target.copy[0]) as out:
+                out.write(target.encode(block))
         except psycopg.errors.UniqueViolation:
             target.upsert_only = UPSERT_STREAK
             return False

@@ -158,7 +158,7 @@ class Pipeline:
         """
         engine = self.engine
         try:
-            self.sink.open(engine.intervals)
+            self.sink.open(engine.intervals, engine.instruments)
             sink_ok = True
         except SinkUnavailable as e:
             log.error("database unavailable at start (%s); candles will be spilled and retried", e)

@@ -2,8 +2,13 @@
 
 An append-only file of CRC-checked blocks, fsynced per append, drained oldest first::
 
-    file   := magic "FEEDSPL1" | u32 record size | block*
+    file   := magic "FEEDSPL2" | u32 record size | block*
     block  := u32 rows | u32 crc32(rows bytes) | rows (RECORD_DTYPE, little-endian)
+
+The previous version's file (magic ``FEEDSPL1``, 80-byte records without the exchange) is
+converted when it is opened: each row gets the exchange of the run's one instrument with its
+symbol. When a symbol is not among the run's instruments, or is on two of their exchanges,
+the file is kept as it is and the run stops, saying which symbols and what to do.
 
 A block cut short at the end (a crash while appending) is dropped with a warning and cut off
 the file, so the next append starts clean. A bad block anywhere else is an error: the file is
@@ -18,7 +23,7 @@ import os
 import struct
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from io import BufferedReader
 from pathlib import Path
 
@@ -26,10 +31,18 @@ import numpy as np
 
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import SpillError
+from feedengine.instruments import Instrument
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"FEEDSPL1"
+MAGIC = b"FEEDSPL2"
+#: The previous version's spill file, read and converted at open.
+MAGIC_V1 = b"FEEDSPL1"
+#: Its records: this version's without the exchange.
+RECORD_V1_DTYPE = np.dtype(
+    [(name, RECORD_DTYPE[name]) for name in RECORD_DTYPE.names or () if name != "exchange"],
+    align=True,
+)
 _HEADER = struct.Struct("<8sI")
 _BLOCK = struct.Struct("<II")
 #: Rows per block at most (an append of more is split): the flusher's batch, so that
@@ -46,23 +59,28 @@ class SpillFile:
     ----------
     path
         The spill file; created on first append.
+    instruments
+        The run's instruments: they give the exchange of the rows of a previous version's
+        spill file.
 
     Raises
     ------
     SpillError
-        From the constructor, when the file is not a spill file of this version or is
-        damaged before its end.
+        From the constructor, when the file is not a spill file, is damaged before its end,
+        or is the previous version's and its rows' exchanges cannot be told.
     """
 
-    def __init__(self, path: os.PathLike[str] | str) -> None:
+    def __init__(
+        self, path: os.PathLike[str] | str, instruments: Sequence[Instrument] = ()
+    ) -> None:
         self.path = Path(path)
         #: Rows waiting: appended and not yet drained.
         self.rows = 0
         self._blocks: deque[tuple[int, int]] = deque()  # (offset of rows, count), oldest first
         if self.path.exists():
-            self._load()
+            self._load(instruments)
 
-    def _load(self) -> None:
+    def _load(self, instruments: Sequence[Instrument]) -> None:
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             header = f.read(_HEADER.size)
@@ -71,12 +89,22 @@ class SpillFile:
                 self.clear()
                 return
             magic, itemsize = _HEADER.unpack(header)
-            if magic != MAGIC or itemsize != RECORD_DTYPE.itemsize:
+            upgraded = None
+            if (magic, itemsize) == (MAGIC_V1, RECORD_V1_DTYPE.itemsize):
+                upgraded = self._upgrade(f, size, instruments)
+            elif (magic, itemsize) != (MAGIC, RECORD_DTYPE.itemsize):
                 raise SpillError(
                     f"{self.path}: not a spill file of this version (magic {magic!r}, "
                     f"record size {itemsize}); move it aside to continue"
                 )
-            pos = self._scan(f, _HEADER.size, size)
+            else:
+                blocks, pos = self._scan(f, size, RECORD_DTYPE)
+        if upgraded is not None:  # replaced once the old file is closed (Windows needs that)
+            os.replace(upgraded, self.path)
+            self._load(instruments)
+            return
+        self._blocks.extend(blocks)
+        self.rows = sum(n for _, n in blocks)
         if pos < size:
             log.warning(
                 "%s: dropping an incomplete spilled block at byte offset %d (a crash "
@@ -94,11 +122,16 @@ class SpillFile:
                 self.rows,
             )
 
-    def _scan(self, f: BufferedReader, pos: int, size: int) -> int:
-        """Check and index the blocks from ``pos``; return where the good blocks end."""
+    def _scan(
+        self, f: BufferedReader, size: int, dtype: np.dtype
+    ) -> tuple[list[tuple[int, int]], int]:
+        """Check the blocks after the header: ``(offset of rows, count)`` of each good one,
+        and where the good ones end."""
+        blocks: list[tuple[int, int]] = []
+        pos = _HEADER.size
         while pos + _BLOCK.size <= size:
             n, crc = _BLOCK.unpack(f.read(_BLOCK.size))
-            end = pos + _BLOCK.size + n * RECORD_DTYPE.itemsize
+            end = pos + _BLOCK.size + n * dtype.itemsize
             if end > size:
                 break
             left, actual = end - pos - _BLOCK.size, 0
@@ -113,10 +146,75 @@ class SpillFile:
                     f"{self.path}: spilled block at byte offset {pos} fails its "
                     "CRC; the file is kept, move it aside to continue"
                 )
-            self._blocks.append((pos + _BLOCK.size, n))
-            self.rows += n
+            blocks.append((pos + _BLOCK.size, n))
             pos = end
-        return pos
+        return blocks, pos
+
+    def _upgrade(self, f: BufferedReader, size: int, instruments: Sequence[Instrument]) -> Path:
+        """The previous version's spill rewritten in this format, each row given its
+        instrument's exchange, as a new file (fsynced) to rename over the old one."""
+        blocks, _ = self._scan(f, size, RECORD_V1_DTYPE)  # a torn last block is left out
+        by_symbol: dict[bytes, set[bytes]] = {}
+        for inst in instruments:
+            by_symbol.setdefault(inst.tradingsymbol.encode(), set()).add(inst.exchange.encode())
+        unknown: set[bytes] = set()
+        for offset, n in blocks:
+            symbols = np.unique(self._read(f, offset, n, RECORD_V1_DTYPE)["symbol"])
+            unknown.update(s for s in symbols.tolist() if len(by_symbol.get(s, ())) != 1)
+        if unknown:
+            names = sorted(s.decode(errors="replace") for s in unknown)
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            raise SpillError(
+                f"{self.path}: spilled by the previous version, whose rows lack the exchange; "
+                f"it cannot be told for {shown} (not among this run's instruments, or on "
+                "two of their exchanges): run once with exactly one instrument of each of "
+                "these symbols, or move the file aside"
+            )
+        tmp = self.path.with_name(self.path.name + ".upgrade")
+        rows = 0
+        with open(tmp, "wb") as out:
+            out.write(_HEADER.pack(MAGIC, RECORD_DTYPE.itemsize))
+            for offset, n in blocks:
+                old = self._read(f, offset, n, RECORD_V1_DTYPE)
+                new = np.zeros(n, RECORD_DTYPE)
+                for name in RECORD_V1_DTYPE.names or ():
+                    new[name] = old[name]
+                symbols, index = np.unique(old["symbol"], return_inverse=True)
+                exchanges = [next(iter(by_symbol[s])) for s in symbols.tolist()]
+                new["exchange"] = np.array(exchanges, RECORD_DTYPE["exchange"])[index]
+                payload = new.tobytes()
+                out.write(_BLOCK.pack(n, zlib.crc32(payload)) + payload)
+                rows += n
+            out.flush()
+            os.fsync(out.fileno())
+        log.warning(
+            "%s: converted %d spilled rows of the previous version, each given the exchange "
+            "of this run's instrument with its symbol",
+            self.path,
+            rows,
+        )
+        return tmp
+
+    def _read(
+        self,
+        f: BufferedReader,
+        offset: int,
+        n: int,
+        dtype: np.dtype,
+        into: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The ``n`` rows at ``offset``, checked against their block's CRC."""
+        out = np.empty(n, dtype) if into is None else into
+        f.seek(offset - _BLOCK.size)
+        _, crc = _BLOCK.unpack(f.read(_BLOCK.size))
+        view = out.view(np.uint8).data
+        if f.readinto(view) != len(view) or zlib.crc32(view) != crc:
+            raise SpillError(
+                f"{self.path}: spilled block at byte offset {offset - _BLOCK.size} "
+                "changed or was cut since it was written; the file is kept, move it "
+                "aside to continue"
+            )
+        return out
 
     def append(self, records: np.ndarray) -> None:
         """Append records durably (written and fsynced before this returns)."""
@@ -150,15 +248,7 @@ class SpillFile:
         row = 0
         for j in range(first, first + count):
             offset, n = self._blocks[j]
-            f.seek(offset - _BLOCK.size)
-            _, crc = _BLOCK.unpack(f.read(_BLOCK.size))
-            view = out[row : row + n].view(np.uint8).data
-            if f.readinto(view) != len(view) or zlib.crc32(view) != crc:
-                raise SpillError(
-                    f"{self.path}: spilled block at byte offset {offset - _BLOCK.size} "
-                    "changed or was cut since it was written; the file is kept, move it "
-                    "aside to continue"
-                )
+            self._read(f, offset, n, RECORD_DTYPE, out[row : row + n])
             row += n
         return out, count
 

@@ -1,5 +1,6 @@
 """PostgreSQL sink against a real server: round trip, idempotence, schemas, faults, restart."""
 
+import re
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ from feedengine import _pgcopy
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink, check_database
 from feedengine.dtypes import RECORD_DTYPE
-from feedengine.errors import SinkDataError, SinkUnavailable
+from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
 from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.reference import pgcopy as ref_pgcopy
@@ -58,19 +59,21 @@ def run_replay(
 
 def table_rows(pg, name):
     return pg.execute(
-        f"SELECT datetime::text, tradingsymbol, open::text, high::text, low::text, "
-        f'close::text, volume FROM "{name}" ORDER BY 2, 1'
+        f"SELECT datetime::text, tradingsymbol, exchange, open::text, high::text, low::text, "
+        f'close::text, volume FROM "{name}" ORDER BY 2, 1, 3'
     ).fetchall()
 
 
-def memory_rows(sink, minutes):
+def memory_rows(sink, minutes, exchange=True):
+    """The candles of ``sink`` as :func:`table_rows` gives them (without the exchange
+    column for ``exchange=False``)."""
     out = []
-    for (m, symbol, start), (o, h, lo, c, v) in sink.candles.items():
+    for (m, symbol, exch, start), (o, h, lo, c, v) in sink.candles.items():
         if m == minutes:
-            out.append(
-                (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, str(o), str(h), str(lo), str(c), v)
-            )
-    return sorted(out, key=lambda r: (r[1], r[0]))
+            dt = start.strftime("%Y-%m-%d %H:%M:%S")
+            key = (dt, symbol, exch) if exchange else (dt, symbol)
+            out.append((*key, str(o), str(h), str(lo), str(c), v))
+    return sorted(out, key=lambda r: (r[1], r[0], r[2]))
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_round_trip_exact_numeric(pg, pg_dsn, table_prefix, day_file, expected):
         assert got == memory_rows(expected, minutes)
         assert len(got) == summary.candles[minutes] > 0
     # Exact decimals, with the segment's number of places.
-    assert all(len(r[2].split(".")[1]) in (2, 4, 7) for r in table_rows(pg, tables[1]))
+    assert all(len(r[3].split(".")[1]) in (2, 4, 7) for r in table_rows(pg, tables[1]))
 
 
 def test_replaying_twice_is_idempotent(pg, pg_dsn, table_prefix, day_file):
@@ -111,7 +114,9 @@ def test_replaying_twice_is_idempotent(pg, pg_dsn, table_prefix, day_file):
         "low NUMERIC, close NUMERIC, volume BIGINT",
     ],
 )
-def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file, expected, ddl):
+def test_existing_tables_are_used_as_they_are(
+    pg, pg_dsn, table_prefix, day_file, expected, ddl, caplog
+):
     tables = table_names((5,), table_prefix)
     pg.execute(f'CREATE TABLE "{tables[5]}" ({ddl})')
     for _ in range(2):  # twice: a table without a key must still hold each candle once
@@ -124,13 +129,54 @@ def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file
         f"SELECT to_char(datetime, 'YYYY-MM-DD HH24:MI:SS'), tradingsymbol, open::text, "
         f'high::text, low::text, close::text, volume FROM "{tables[5]}" ORDER BY 2, 1'
     ).fetchall()
-    want = memory_rows(expected, 5)
+    want = memory_rows(expected, 5, exchange=False)
     if "NUMERIC(12,2)" in ddl:  # the column rounds to 2 places; CDS prices lose digits
+        assert f"table {tables[5]} rounds prices: column(s) open keep 2 decimal(s)" in caplog.text
         want = [
             (*r[:2], str(Decimal(r[2]).quantize(Decimal("0.01"), ROUND_HALF_UP)), *r[3:])
             for r in want
         ]
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("ddl", "text"),
+    [
+        (
+            "datetime TIMESTAMP, tradingsymbol TEXT, open NUMERIC, high NUMERIC, "
+            "close NUMERIC, volume BIGINT",
+            "lacks column(s) low",
+        ),
+        (
+            "datetime TEXT, tradingsymbol TEXT, open NUMERIC, high NUMERIC, low NUMERIC, "
+            "close NUMERIC, volume BIGINT",
+            "column datetime is text; expected TIMESTAMP or TIMESTAMPTZ",
+        ),
+    ],
+)
+def test_an_unusable_table_is_one_line_at_start(pg, pg_dsn, table_prefix, day_file, ddl, text):
+    name = table_prefix.format(interval=5)
+    pg.execute(f'CREATE TABLE "{name}" ({ddl})')
+    with pytest.raises(SchemaError, match=re.escape(f"table {name}") + ".*" + re.escape(text)):
+        PostgresSink(pg_dsn, TableNames(table_prefix)).open((5,), [])
+    proc = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--replay", str(day_file), "--intervals", "5"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PG_CONN_STR": pg_dsn,
+            "CANDLE_TABLE_TEMPLATE": table_prefix,
+            "FEEDENGINE_HOME": str(day_file.parent / "home"),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"feedengine: error: table {name}" + (
+        f" {text}; feedengine writes datetime, tradingsymbol, open, high, low, close, volume"
+        if "lacks" in text
+        else f": {text}"
+    )
 
 
 def test_integer_volume_overflow_names_the_row(pg, pg_dsn, table_prefix, tmp_path):
@@ -141,12 +187,12 @@ def test_integer_volume_overflow_names_the_row(pg, pg_dsn, table_prefix, tmp_pat
         "PRIMARY KEY (tradingsymbol, datetime))"
     )
     sink = PostgresSink(pg_dsn, TableNames(table_prefix))
-    sink.open((5,))
+    sink.open((5,), [])
     rec = np.zeros(1, RECORD_DTYPE)
-    rec[0] = (1_705_290_300 * 10**9, 2**31, 100, 100, 100, 100, 5, 2, 1, b"RELIANCE")
+    rec[0] = (1_705_290_300 * 10**9, 2**31, 100, 100, 100, 100, 5, 2, 1, b"RELIANCE", b"NSE")
     with pytest.raises(
         SinkDataError,
-        match=r"volume 2147483648 of RELIANCE 5-minute candle "
+        match=r"volume 2147483648 of NSE:RELIANCE 5-minute candle "
         r"at 2024-01-15 09:15 does not fit",
     ):
         sink.write(rec)
@@ -193,22 +239,23 @@ records = st.lists(
         st.text(
             st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12
         ).map(str.encode),
+        st.sampled_from([b"", b"NSE", b"BSE", b"INDICES", b"X" * 12]),
     ),
     max_size=30,
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(records, st.sampled_from([0, 1, 2]))
-def test_encoder_equals_reference(rows, layout):
+@given(records, st.sampled_from([0, 1, 2]), st.booleans())
+def test_encoder_equals_reference(rows, layout, exchange):
     arr = np.array(rows, RECORD_DTYPE)
-    assert bytes(_pgcopy.encode(arr, layout)) == ref_pgcopy.encode(arr, layout)
+    assert bytes(_pgcopy.encode(arr, layout, exchange)) == ref_pgcopy.encode(arr, layout, exchange)
 
 
 def test_sink_unavailable_when_server_is_unreachable():
     sink = PostgresSink(DOWN, TableNames("x_{interval}"))
     with pytest.raises(SinkUnavailable, match="Connection refused"):
-        sink.open((5,))  # the pipeline logs it and spills
+        sink.open((5,), [])  # the pipeline logs it and spills
     with pytest.raises(SinkUnavailable):
         sink.write(np.zeros(1, RECORD_DTYPE))
 

@@ -49,15 +49,16 @@ def expected(day):
 def db_candles(conn, tables):
     out = {}
     for minutes, name in tables.items():
-        for dt, sym, o, h, lo, c, v in conn.execute(
-            f'SELECT datetime, tradingsymbol, open, high, low, close, volume FROM "{name}"'
+        for dt, sym, exchange, o, h, lo, c, v in conn.execute(
+            f"SELECT datetime, tradingsymbol, exchange, open, high, low, close, volume "
+            f'FROM "{name}"'
         ):
-            out[(minutes, sym, dt)] = (o, h, lo, c, v)
+            out[(minutes, sym, exchange, dt)] = (o, h, lo, c, v)
     return out
 
 
 def as_naive(candles):
-    return {(m, s, dt.replace(tzinfo=None)): v for (m, s, dt), v in candles.items()}
+    return {(m, s, e, dt.replace(tzinfo=None)): v for (m, s, e, dt), v in candles.items()}
 
 
 @pytest.fixture
@@ -213,11 +214,11 @@ def test_mqtt_broker_stopped_mid_run_does_not_touch_the_feed(day, expected, tmp_
     assert "MQTT connected" in stderr and "lost" in stderr
     latest = {}
     for line in out.read_text().splitlines()[1:]:
-        dt, sym, minutes, *values = line.split(",")
-        latest[(int(minutes), sym, dt)] = values
+        dt, sym, minutes, *values, exchange = line.split(",")
+        latest[(int(minutes), sym, exchange, dt)] = values
     want = {
-        (m, s, dt.strftime("%Y-%m-%d %H:%M:%S")): [str(x) for x in v]
-        for (m, s, dt), v in expected.items()
+        (m, s, e, dt.strftime("%Y-%m-%d %H:%M:%S")): [str(x) for x in v]
+        for (m, s, e, dt), v in expected.items()
     }
     assert latest == want
 

@@ -21,7 +21,7 @@ def records(n, start=0):
     r = np.zeros(n, RECORD_DTYPE)
     r["bucket_start_ns"] = (1_705_290_300 + 60 * np.arange(start, start + n)) * 10**9
     r["open"] = r["high"] = r["low"] = r["close"] = np.arange(start, start + n) + 100
-    r["minutes"], r["decimals"], r["final"], r["symbol"] = 1, 2, 1, b"INFY"
+    r["minutes"], r["decimals"], r["final"], r["symbol"], r["exchange"] = 1, 2, 1, b"INFY", b"NSE"
     return r
 
 
