@@ -38,6 +38,7 @@ from feedengine.tables import (
     ensure_table,
     identifier,
     latest_per_candle,
+    lock_table,
     merge_statement,
     refuse_clashes,
     rounding,
@@ -236,6 +237,8 @@ class PostgresSink:
                     with cur.copy(COPY_STAGING) as copy:
                         copy.write(_pgcopy.encode(records))
                     staged = True
+                if target.info.key is None:  # delete-then-insert: one writer at a time
+                    lock_table(conn, target.info.name)
                 cur.execute(target.merge, (minutes,))
 
     def _copy_new(

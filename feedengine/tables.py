@@ -4,6 +4,7 @@ and the SQL that merges staged candles into them (SPEC section 5)."""
 import dataclasses
 import logging
 import re
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,9 @@ MAX_NAME_BYTES = 63
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 #: Intervals a template is tried with when it is checked: the shortest and longest names.
 _CHECK_INTERVALS = (1, 1440)
+#: First key of feedengine's advisory locks (pg_advisory_xact_lock(int, int)), "FEED" in
+#: ASCII, so that other applications' locks on the same server do not collide with them.
+LOCK_CLASS = 0x46454544
 
 
 def check_table_name(name: str) -> str:
@@ -265,14 +269,38 @@ def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
     )
 
 
+def lock_key(name: str) -> int:
+    """The second key of table ``name``'s advisory lock: a signed 32-bit hash of the name
+    as configured (every writer of a table names it alike)."""
+    key = zlib.crc32(name.encode())
+    return key - 2**32 if key >= 2**31 else key
+
+
+def lock_table(conn: psycopg.Connection[Any], name: str) -> None:
+    """Take table ``name``'s advisory lock until the end of the current transaction.
+
+    Writers that must not interleave take it: two first starts creating the table (the
+    loser of ``CREATE TABLE IF NOT EXISTS`` gets a UniqueViolation), and two writers of a
+    table without a unique key (each one's delete misses the other's uncommitted rows, so
+    both inserts stay: candles doubled). Taken in a statement of its own, so that the
+    next statement's snapshot sees what the previous holder committed.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
+
+
 def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
-    """Describe ``name``, creating it when it is missing.
+    """Describe ``name``, creating it when it is missing (in the caller's transaction,
+    holding the table's lock: another feedengine may be creating it at the same time).
 
     A created table has an ``exchange`` column and the primary key (tradingsymbol,
     datetime, exchange): instruments of two exchanges with one trading symbol (NSE and BSE,
     MCX and NCO) keep their own candles, and queries by symbol and time use the key's prefix.
     """
     info = inspect_table(conn, name)
+    if info is not None:
+        return info
+    lock_table(conn, name)
+    info = inspect_table(conn, name)  # the other creator's table, if one was first
     if info is not None:
         return info
     conn.execute(
