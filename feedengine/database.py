@@ -9,8 +9,10 @@ start, ``TIMESTAMPTZ`` columns the instant.
 
 import contextlib
 import logging
+import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from feedengine import _pgcopy
 from feedengine.errors import (
@@ -43,11 +46,29 @@ from feedengine.tables import (
     refuse_clashes,
     rounding,
 )
+from feedengine.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-#: Seconds to wait for a connection before the database counts as down.
+#: Seconds to wait for a connection before the database counts as down (at most the write
+#: bound; psycopg allows no less than 2). A stopped server still completes the TCP
+#: handshake, so this is what ends a connection attempt to it.
 CONNECT_TIMEOUT_S = 5
+#: Longest a write (connect, table checks, COPY, merge, commit) may take before it counts as
+#: failed: its rows are spilled and retried. The slowest of 251 flushes of 8192 rows in a
+#: 4 M-tick, 9000-instrument x 4-interval replay took 0.13 s (median 0.045 s) on a 2-core
+#: machine; 20 s leaves a slow or busy server 150 times that, while the candle ring (2-3
+#: minutes of candles at 9000 instruments) keeps filling behind a hung one. The sink's
+#: constructor takes another bound (tests use about a second).
+WRITE_TIMEOUT_S = 20.0
+#: TCP keepalives: a silent peer (a dead host, a cut cable) is noticed after about
+#: idle + interval x count seconds instead of the kernel's two hours.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 #: Shows in pg_stat_activity, so operators (and the fault tests) can find our sessions.
 APPLICATION_NAME = "feedengine"
 #: After a flush whose direct COPY met an existing candle, this many flushes of that table
@@ -57,35 +78,49 @@ UPSERT_STREAK = 16
 _INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
 
 
-def connect(dsn: str) -> psycopg.Connection[Any]:
-    """A connection for feedengine's use (explicit transactions)."""
-    return psycopg.connect(
-        dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME
-    )
+def connect(
+    dsn: str, timeout_s: float = WRITE_TIMEOUT_S, watchdog: Watchdog | None = None
+) -> psycopg.Connection[Any]:
+    """A connection for feedengine's use (explicit transactions), bounded where the server
+    and the network can bound it.
+
+    ``connect_timeout``, TCP keepalives and ``tcp_user_timeout`` (unacknowledged data for
+    ``timeout_s``: a broken network) apply unless ``dsn`` sets them. The server cancels a
+    statement after three quarters of ``timeout_s`` (a lock wait behind another writer),
+    before the caller's ``watchdog`` would cut the connection, and ends a session idle in a
+    transaction for three times ``timeout_s`` (a stopped feedengine holding a table lock).
+    A stopped server answers none of this, hence the ``watchdog`` (here, around the
+    settings; a watchdog of its own when None).
+    """
+    given = conninfo_to_dict(dsn)
+    defaults = {
+        "connect_timeout": math.ceil(min(CONNECT_TIMEOUT_S, timeout_s)),
+        "tcp_user_timeout": int(timeout_s * 1000),
+        **KEEPALIVES,
+    }
+    ours = {k: v for k, v in defaults.items() if k not in given}
+    conn = psycopg.connect(make_conninfo(dsn, application_name=APPLICATION_NAME, **ours))
+    try:
+        with contextlib.ExitStack() as stack:
+            if watchdog is None:
+                watchdog = stack.enter_context(Watchdog())
+            stack.enter_context(watchdog.guard(conn.pgconn.socket, timeout_s))
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false), "
+                "set_config('idle_in_transaction_session_timeout', %s, false)",
+                (f"{int(timeout_s * 750)}ms", f"{int(timeout_s * 3000)}ms"),
+            )
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 def reason(error: psycopg.Error) -> str:
     """A psycopg error as one line: what the server or libpq said, details included."""
     text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
     return text or type(error).__name__
-
-
-@contextlib.contextmanager
-def _converted(on_error: Callable[[], None]) -> Iterator[None]:
-    """psycopg's errors as :class:`SinkUnavailable` (the connection is the problem: try
-    again later) or :class:`SinkDataError` (the server refuses). ``on_error`` runs first,
-    whatever the error."""
-    try:
-        yield
-    except (psycopg.OperationalError, psycopg.InterfaceError) as e:
-        on_error()
-        raise SinkUnavailable(reason(e)) from None
-    except psycopg.Error as e:
-        on_error()
-        raise SinkDataError(reason(e)) from None
-    except BaseException:
-        on_error()
-        raise
 
 
 def _check_volumes(info: TableInfo, records: np.ndarray) -> None:
@@ -141,19 +176,26 @@ class PostgresSink:
         The table of each interval. Records of any interval are written, whatever the
         intervals given to :meth:`open` (a spill of an earlier run's intervals): a table is
         looked up, and created when missing, the first time its interval is seen.
+    write_timeout_s
+        Longest a write may take, connection included (:data:`WRITE_TIMEOUT_S`). One that
+        overruns has its connection shut down by a watchdog thread and fails.
 
     Raises
     ------
     SinkUnavailable
-        From :meth:`write` when the server cannot be reached; the connection is dropped and
-        the next write reconnects.
+        From :meth:`write` when the server cannot be reached or does not answer within
+        ``write_timeout_s``; the connection is dropped and the next write reconnects.
     SinkDataError
         When a table cannot hold the rows (e.g. a volume too large for an INTEGER column).
     """
 
-    def __init__(self, dsn: str, tables: TableNames) -> None:
+    def __init__(
+        self, dsn: str, tables: TableNames, write_timeout_s: float = WRITE_TIMEOUT_S
+    ) -> None:
         self.dsn = dsn
         self.tables = tables
+        self.write_timeout_s = write_timeout_s
+        self._watchdog = Watchdog("postgres-watchdog")
         self._targets: dict[int, _Target] = {}
         #: Intervals whose tables a new connection inspects: opened, or met since.
         self._intervals: list[int] = []
@@ -181,20 +223,49 @@ class PostgresSink:
         """
         self._instruments = list(instruments)
         self._intervals += [m for m in intervals if m not in self._intervals]
-        self._connection()
+        self._connection(time.monotonic())
 
-    def _connection(self) -> psycopg.Connection[Any]:
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """psycopg's errors as :class:`SinkUnavailable` (the connection is the problem: try
+        again later) or :class:`SinkDataError` (the server refuses); after any error the
+        connection is dropped."""
+        self._watchdog.fired = False
+        try:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
+            self._drop()
+            if self._watchdog.fired:
+                raise SinkUnavailable(
+                    f"no answer from the database within {self.write_timeout_s:g} s "
+                    "(connection shut down)"
+                ) from None
+            raise SinkUnavailable(reason(e)) from None
+        except psycopg.Error as e:
+            self._drop()
+            raise SinkDataError(reason(e)) from None
+        except BaseException:
+            self._drop()
+            raise
+
+    def _bounded(self, conn: psycopg.Connection[Any], started: float) -> Any:
+        """Bound what follows on ``conn`` to the rest of a write begun at ``started``."""
+        left = self.write_timeout_s - (time.monotonic() - started)
+        return self._watchdog.guard(conn.pgconn.socket, left)
+
+    def _connection(self, started: float) -> psycopg.Connection[Any]:
         """The open connection, or a new one with the tables of every interval met so far
-        inspected again (one may have been altered meanwhile).
+        inspected again (one may have been altered meanwhile); within the write begun at
+        ``started``.
 
         A table found in a write's transaction is forgotten with the connection if that
         transaction fails (so is its creation), hence the inspection per connection.
         """
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        with _converted(self._drop):
-            conn = self._conn = connect(self.dsn)
-            with conn.transaction():
+        with self._failures():
+            conn = self._conn = connect(self.dsn, self.write_timeout_s, self._watchdog)
+            with self._bounded(conn, started), conn.transaction():
                 conn.execute(STAGING_DDL)
                 for minutes in self._intervals:
                     self._add_target(conn, minutes)
@@ -216,12 +287,18 @@ class PostgresSink:
     def write(self, records: np.ndarray) -> None:
         if not len(records):
             return
+        started = time.monotonic()
         try:
-            conn = self._connection()
+            conn = self._connection(started)
         except SchemaError as e:  # the flusher spills rows the tables refuse
             raise SinkDataError(str(e)) from None
         records = latest_per_candle(records)
-        with _converted(self._drop), conn.transaction(), conn.cursor() as cur:
+        with (
+            self._failures(),
+            self._bounded(conn, started),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
             staged = False
             for minutes in np.unique(records["minutes"]).tolist():
                 target = self._targets.get(minutes)
@@ -275,6 +352,7 @@ class PostgresSink:
 
     def close(self) -> None:
         self._drop()
+        self._watchdog.close()
 
 
 # --- the embedded server ---------------------------------------------------------------------
@@ -303,23 +381,25 @@ def symbols_from_db(dsn: str, query: str) -> list[str]:
     Raises
     ------
     SinkUnavailable
-        The database cannot be reached.
+        The database cannot be reached, or does not answer within :data:`WRITE_TIMEOUT_S`.
     ConfigError
         The query fails (bad SQL, a missing table).
     InstrumentsError
         It returns no symbols.
     """
-    try:
-        conn = connect(dsn)
-    except psycopg.Error as e:
-        raise SinkUnavailable(f"--symbols-from-db: database unavailable: {reason(e)}") from None
-    try:
-        with conn:
-            rows = conn.execute(sql.SQL(query)).fetchall()
-    except psycopg.OperationalError as e:
-        raise SinkUnavailable(f"--symbols-from-db: database unavailable: {reason(e)}") from None
-    except psycopg.Error as e:
-        raise ConfigError(f"SYMBOLS_QUERY failed: {reason(e)}: {query}") from None
+    unavailable = "--symbols-from-db: database unavailable"
+    with Watchdog() as watchdog:
+        try:
+            conn = connect(dsn, WRITE_TIMEOUT_S, watchdog)
+        except psycopg.Error as e:
+            raise SinkUnavailable(f"{unavailable}: {reason(e)}") from None
+        try:
+            with conn, watchdog.guard(conn.pgconn.socket, WRITE_TIMEOUT_S):
+                rows = conn.execute(sql.SQL(query)).fetchall()
+        except psycopg.OperationalError as e:
+            raise SinkUnavailable(f"{unavailable}: {reason(e)}") from None
+        except psycopg.Error as e:
+            raise ConfigError(f"SYMBOLS_QUERY failed: {reason(e)}: {query}") from None
     symbols = [str(r[0]) for r in rows if r and r[0]]
     if not symbols:
         raise InstrumentsError(f"SYMBOLS_QUERY returned no symbols: {query}")
@@ -337,7 +417,11 @@ def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
         A table that cannot be used or created, with a message naming it.
     """
     try:
-        with connect(dsn) as conn:
+        with (
+            Watchdog() as watchdog,
+            connect(dsn, WRITE_TIMEOUT_S, watchdog) as conn,
+            watchdog.guard(conn.pgconn.socket, WRITE_TIMEOUT_S),
+        ):
             version = conn.execute("SHOW server_version").fetchone()
             lines = [f"connected: PostgreSQL {version[0] if version else '?'}"]
             with conn.transaction():

@@ -115,11 +115,9 @@ class Flusher:
                         self._drained.notify_all()
                     if n == len(self._buf):
                         continue
-                if self.spilled and time.monotonic() >= self._retry_at:
-                    self._drain_spill()
+                if self.spilled and (stopping or time.monotonic() >= self._retry_at):
+                    self._drain_spill()  # stopping: one last try, whatever the backoff
                 if stopping and self.kernel.pending == 0:
-                    if self.spilled:
-                        self._drain_spill()  # one last try, whatever the backoff
                     return
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
