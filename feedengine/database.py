@@ -2,9 +2,10 @@
 
 Each flush is one transaction: the records are encoded by the compiled PGCOPY encoder,
 COPYed into a temporary staging table, and merged into one table per interval with
-``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key).
-Existing tables are used as they are: ``TIMESTAMP`` columns get the IST wall-clock bucket
-start, ``TIMESTAMPTZ`` columns the instant.
+``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key);
+the tables themselves are :mod:`feedengine.tables`' business. Every exchange with the server
+is bounded in time (:data:`WRITE_TIMEOUT_S`, :class:`~feedengine.watchdog.Watchdog`), so a
+server that stops answering fails a write instead of hanging it.
 """
 
 import contextlib
@@ -69,6 +70,13 @@ KEEPALIVES = {
     "keepalives_interval": 5,
     "keepalives_count": 3,
 }
+#: The server cancels a statement after this share of the write bound: on a live server a
+#: slow statement (a lock wait behind another writer) ends cleanly before the watchdog
+#: cuts the connection.
+STATEMENT_TIMEOUT_SHARE = 0.75
+#: The server ends a session idle in a transaction for this many write bounds: a stopped
+#: feedengine must not hold a table's lock for ever, and no live one idles that long.
+IDLE_IN_TRANSACTION_BOUNDS = 3
 #: Shows in pg_stat_activity, so operators (and the fault tests) can find our sessions.
 APPLICATION_NAME = "feedengine"
 #: After a flush whose direct COPY met an existing candle, this many flushes of that table
@@ -85,12 +93,10 @@ def connect(
     and the network can bound it.
 
     ``connect_timeout``, TCP keepalives and ``tcp_user_timeout`` (unacknowledged data for
-    ``timeout_s``: a broken network) apply unless ``dsn`` sets them. The server cancels a
-    statement after three quarters of ``timeout_s`` (a lock wait behind another writer),
-    before the caller's ``watchdog`` would cut the connection, and ends a session idle in a
-    transaction for three times ``timeout_s`` (a stopped feedengine holding a table lock).
-    A stopped server answers none of this, hence the ``watchdog`` (here, around the
-    settings; a watchdog of its own when None).
+    ``timeout_s``: a broken network) apply unless ``dsn`` sets them; so do
+    :data:`STATEMENT_TIMEOUT_SHARE` and :data:`IDLE_IN_TRANSACTION_BOUNDS` of ``timeout_s``
+    on the server. A stopped server answers none of this, hence the ``watchdog`` (here,
+    around the settings; a watchdog of its own when None).
     """
     given = conninfo_to_dict(dsn)
     defaults = {
@@ -108,7 +114,10 @@ def connect(
             conn.execute(
                 "SELECT set_config('statement_timeout', %s, false), "
                 "set_config('idle_in_transaction_session_timeout', %s, false)",
-                (f"{int(timeout_s * 750)}ms", f"{int(timeout_s * 3000)}ms"),
+                (
+                    f"{int(timeout_s * STATEMENT_TIMEOUT_SHARE * 1000)}ms",
+                    f"{int(timeout_s * IDLE_IN_TRANSACTION_BOUNDS * 1000)}ms",
+                ),
             )
             conn.commit()
     except BaseException:
@@ -248,7 +257,9 @@ class PostgresSink:
             self._drop()
             raise
 
-    def _bounded(self, conn: psycopg.Connection[Any], started: float) -> Any:
+    def _bounded(
+        self, conn: psycopg.Connection[Any], started: float
+    ) -> contextlib.AbstractContextManager[None]:
         """Bound what follows on ``conn`` to the rest of a write begun at ``started``."""
         left = self.write_timeout_s - (time.monotonic() - started)
         return self._watchdog.guard(conn.pgconn.socket, left)
@@ -285,6 +296,9 @@ class PostgresSink:
         return target
 
     def write(self, records: np.ndarray) -> None:
+        """Write ``RECORD_DTYPE`` records of any intervals in one transaction, within
+        ``write_timeout_s``; raise :class:`SinkUnavailable` or :class:`SinkDataError` if
+        that did not happen."""
         if not len(records):
             return
         started = time.monotonic()
@@ -351,6 +365,7 @@ class PostgresSink:
             self._conn = None
 
     def close(self) -> None:
+        """Close the connection and stop the watchdog's thread."""
         self._drop()
         self._watchdog.close()
 

@@ -43,7 +43,12 @@ class Sink(Protocol):
 
     def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
         """Prepare to receive the candles of these intervals and instruments (connect,
-        create tables, check that the instruments' candles can be kept apart)."""
+        create tables, check that the instruments' candles can be kept apart).
+
+        Raises :class:`~feedengine.errors.SinkUnavailable` when the destination cannot be
+        reached now (the run goes on, spilling), any other ``FeedError`` when it cannot be
+        used at all.
+        """
         ...
 
     def write(self, records: np.ndarray) -> None:
