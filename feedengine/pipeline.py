@@ -163,6 +163,9 @@ class Pipeline:
         except SinkUnavailable as e:
             log.error("database unavailable at start (%s); candles will be spilled and retried", e)
             sink_ok = False
+        except BaseException:
+            self.sink.close()  # it may hold a connection and a thread
+            raise
         flusher = self.flusher = Flusher(
             engine.kernel,
             engine.resolve,

@@ -7,7 +7,6 @@ import threading
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
-import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -419,8 +418,14 @@ def test_cli_test_database_and_replay_into_postgres(
     assert empty.returncode == 1 and "returned no symbols" in empty.stderr
 
 
-def test_threads_do_not_leak(day_file):
+def test_threads_do_not_leak(pg, pg_dsn, table_prefix, day_file):
     before = threading.active_count()
     run_replay(day_file, MemorySink())
     assert threading.active_count() == before
-    assert psycopg  # the module under test talks psycopg
+    run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))  # + its watchdog
+    assert threading.active_count() == before
+    unusable = table_prefix.replace("_{interval}", "x_{interval}")
+    pg.execute(f'CREATE TABLE "{unusable.format(interval=5)}" (datetime TEXT)')
+    with pytest.raises(SchemaError):  # from the sink's open: the sink is closed all the same
+        run_replay(day_file, PostgresSink(pg_dsn, TableNames(unusable)))
+    assert threading.active_count() == before

@@ -147,13 +147,7 @@ def test_an_old_table_takes_instruments_whose_symbols_differ(pg, pg_dsn, table_p
 
 def test_a_previous_version_spill_is_converted_with_the_runs_exchanges(tmp_path):
     path = tmp_path / "spill.bin"
-    old = np.zeros(4, RECORD_V1_DTYPE)
-    old["symbol"] = [b"INFY", b"SBIN", b"INFY", b"USDINR24JANFUT"]
-    old["open"] = [1, 2, 3, 4]
-    payload = old.tobytes()
-    path.write_bytes(
-        struct.pack("<8sI", b"FEEDSPL1", 80) + struct.pack("<II", 4, zlib.crc32(payload)) + payload
-    )
+    write_v1_spill(path, ["INFY", "SBIN", "INFY", "USDINR24JANFUT"])
     before = path.read_bytes()
     nse_and_bse = [Instrument(408065, "INFY", "NSE"), Instrument(500209 << 8 | 4, "INFY", "BSE")]
     with pytest.raises(SpillError, match=r"cannot be told for INFY, SBIN, USDINR24JANFUT"):
@@ -169,6 +163,37 @@ def test_a_previous_version_spill_is_converted_with_the_runs_exchanges(tmp_path)
     assert got["exchange"].tolist() == [b"NSE", b"NSE", b"NSE", b"CDS"]
     assert got["open"].tolist() == [1, 2, 3, 4] and got.dtype == RECORD_DTYPE
     assert path.read_bytes()[:8] == b"FEEDSPL2" and SpillFile(path).rows == 4
+
+
+def write_v1_spill(path, symbols):
+    """A spill file as the previous version wrote it: 80-byte records, no exchange."""
+    old = np.zeros(len(symbols), RECORD_V1_DTYPE)
+    old["bucket_start_ns"] = 1_705_031_100 * 10**9  # 2024-01-12 09:15 IST
+    old["symbol"] = [s.encode() for s in symbols]
+    old["open"] = old["high"] = old["low"] = old["close"] = np.arange(len(symbols)) + 1
+    old["minutes"], old["decimals"], old["final"] = 5, 2, 1
+    payload = old.tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(
+        struct.pack("<8sI", b"FEEDSPL1", RECORD_V1_DTYPE.itemsize)
+        + struct.pack("<II", len(old), zlib.crc32(payload))
+        + payload
+    )
+
+
+def test_a_previous_version_spill_reaches_the_tables_on_the_next_run(
+    pg, pg_dsn, table_prefix, clash_file, tmp_path
+):
+    write_v1_spill(tmp_path / "home" / "spill.bin", ["TCS", "USDINR24JANFUT"])
+    proc = cli_replay(clash_file, pg_dsn, table_prefix, tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    assert "converted 2 spilled rows of the previous version" in proc.stderr
+    rows = pg.execute(
+        f'SELECT tradingsymbol, exchange, close::text FROM "{table_prefix.format(interval=5)}" '
+        "WHERE datetime = '2024-01-12 09:15' ORDER BY 1"
+    ).fetchall()
+    assert rows == [("TCS", "NSE", "0.01"), ("USDINR24JANFUT", "CDS", "0.02")]
+    assert SpillFile(tmp_path / "home" / "spill.bin").rows == 0
 
 
 def test_the_csv_sink_writes_the_exchange_and_refuses_an_older_file(tmp_path):
