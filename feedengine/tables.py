@@ -1,5 +1,6 @@
-"""The candle tables: their names, the schema of an existing one, creating a missing one,
-and the SQL that merges staged candles into them (SPEC section 5)."""
+"""The candle tables (SPEC section 5): their names, the schema of an existing one, creating a
+missing one, whether one keeps the run's instruments apart, the advisory lock of concurrent
+writers, and the SQL that merges staged candles into them."""
 
 import dataclasses
 import logging
@@ -25,8 +26,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TABLE_TEMPLATE = "merged_candles_{interval}min"
 STAGING = "feedengine_staging"
 REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
-
-
 #: PostgreSQL keeps this many bytes of a name (NAMEDATALEN - 1) and silently cuts the rest.
 MAX_NAME_BYTES = 63
 #: A plain SQL identifier: a table name, or a schema's.
