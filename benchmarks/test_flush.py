@@ -20,6 +20,7 @@ from feedengine.dtypes import CANDLE_ROW_DTYPE
 from feedengine.flusher import BATCH_ROWS
 from feedengine.instruments import Instrument
 from feedengine.sink import candle_tuples
+from feedengine.tables import TableNames
 
 from .conftest import MODE
 
@@ -63,8 +64,8 @@ def candle_rows(n):
 def test_flush_vs_bare_copy_and_executemany(pg_dsn, tables, report, benchmark):
     ours_t, bare_t, many_t = tables
     engine, rows = candle_rows(ROWS)
-    sink = PostgresSink(pg_dsn, {5: ours_t})
-    sink.open((5,))
+    sink = PostgresSink(pg_dsn, TableNames(five_minute=ours_t))
+    sink.open((5,), engine.instruments)
 
     def ours():
         for lo in range(0, len(rows), BATCH_ROWS):
@@ -90,7 +91,7 @@ def test_flush_vs_bare_copy_and_executemany(pg_dsn, tables, report, benchmark):
 
         params = [
             (start, symbol, o, h, lo, c, v)
-            for _m, symbol, start, o, h, lo, c, v in candle_tuples(
+            for _m, symbol, _exchange, start, o, h, lo, c, v in candle_tuples(
                 engine.resolve(rows[:EXECUTEMANY_ROWS])
             )
         ]

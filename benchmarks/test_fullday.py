@@ -22,13 +22,14 @@ import pytest
 from kiteconnect import KiteTicker
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, table_names
+from feedengine.database import PostgresSink
 from feedengine.pipeline import Pipeline
 from feedengine.reference import candles as ref_candles
 from feedengine.replay import ReplaySource
 from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
 from feedengine.simulator import SimConfig, simulate
 from feedengine.spill import SpillFile
+from feedengine.tables import TableNames, table_names
 
 from .conftest import MODE
 
@@ -118,7 +119,9 @@ def test_full_day_replay_into_postgres(day, pg_dsn, tmp_path, report, benchmark)
     source = ReplaySource(day)
     engine = CandleEngine(source.instruments, CandleConfig(intervals=(1, 5, 15)))
     pipeline = Pipeline(
-        engine, PostgresSink(pg_dsn, tables), spill=SpillFile(tmp_path / "spill.bin")
+        engine,
+        PostgresSink(pg_dsn, TableNames(prefix + "_{interval}min")),
+        spill=SpillFile(tmp_path / "spill.bin"),
     )
     sampler = RssSampler()
     sampler.start()

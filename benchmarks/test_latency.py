@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 
 from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, table_names
+from feedengine.database import PostgresSink
 from feedengine.instruments import Instrument
 from feedengine.live import LiveSource
 from feedengine.mockkite import (
@@ -32,6 +32,7 @@ from feedengine.pipeline import Pipeline
 from feedengine.segments import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
+from feedengine.tables import TableNames, table_names
 
 from .conftest import MODE, mockkite_process
 
@@ -69,7 +70,8 @@ def test_live_latency(pg_dsn, report, benchmark):
         instruments=INSTRUMENTS, date=day, start=dt_time(10, 0), end=dt_time(23, 59, 59)
     )
     s0 = session_start_ns(config)
-    tables = table_names((1, 5), f"lat_{uuid.uuid4().hex[:8]}" + "_{interval}min")
+    template = f"lat_{uuid.uuid4().hex[:8]}" + "_{interval}min"
+    tables = table_names((1, 5), template)
     with mockkite_process(
         "--instruments",
         str(INSTRUMENTS),
@@ -91,7 +93,7 @@ def test_live_latency(pg_dsn, report, benchmark):
             def to_wall(stream_ns):
                 return t0 + (stream_ns - s0) / SPEED
 
-            sink = TimingSink(pg_dsn, tables, to_wall)
+            sink = TimingSink(pg_dsn, TableNames(template), to_wall)
             source = LiveSource(
                 instruments,
                 f"ws://127.0.0.1:{port}",

@@ -15,13 +15,14 @@ from itertools import islice
 import psycopg
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, table_names
+from feedengine.database import PostgresSink
 from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.source import MessageBatch
+from feedengine.tables import TableNames, table_names
 
 from .conftest import MODE
 
@@ -82,10 +83,11 @@ class SimulatedDays:
 
 
 def test_soak_days_back_to_back(pg_dsn, report, benchmark):
-    tables = table_names((1, 5, 15), f"soak_{uuid.uuid4().hex[:8]}" + "_{interval}min")
+    template = f"soak_{uuid.uuid4().hex[:8]}" + "_{interval}min"
+    tables = table_names((1, 5, 15), template)
     source = SimulatedDays(DAYS)
     pipeline = Pipeline(
-        CandleEngine(source.instruments, CandleConfig()), PostgresSink(pg_dsn, tables)
+        CandleEngine(source.instruments, CandleConfig()), PostgresSink(pg_dsn, TableNames(template))
     )
     try:
         summary = benchmark.pedantic(pipeline.run, args=(source,), rounds=1, iterations=1)

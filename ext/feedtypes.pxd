@@ -159,6 +159,9 @@ cdef enum:
     # Bytes for a trading symbol in a CandleRecord, NUL-padded. Kite's longest symbols
     # (options such as BANKNIFTY24DEC52000CE, MCX and NCO contracts) are about 30 bytes.
     SYMBOL_BYTES = 40
+    # Bytes for an exchange code, NUL-padded. The longest is 7 (INDICES); 12 fills the
+    # record to a multiple of 8 bytes, which alignment would pad it to anyway.
+    EXCHANGE_BYTES = 12
 
 ctypedef struct CandleRecord:
     # A candle resolved for storage: what the database sink, the spill file and the other
@@ -173,3 +176,4 @@ ctypedef struct CandleRecord:
     uint8_t decimals
     uint8_t final            # 1: complete; 0: snapshot of a candle still building
     char symbol[SYMBOL_BYTES]
+    char exchange[EXCHANGE_BYTES]  # the instrument's exchange: NSE and BSE share symbols

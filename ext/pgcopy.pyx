@@ -5,31 +5,34 @@ Writes the PGCOPY stream (signature, one tuple per :c:type:`CandleRecord`, trail
 flusher's staging table straight from the numpy array, with exact NUMERIC prices built from
 the integer units: no Python object per row.
 
-Two layouts. The staging table's columns: ``minutes int2, tradingsymbol text, dt_ist
-timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, close numeric,
-volume int8``. A candle table's (COPYed straight in when it is safe): ``datetime, tradingsymbol,
-open, high, low, close, volume``, the datetime as the IST wall clock or as the instant.
+Two layouts. The staging table's columns: ``minutes int2, tradingsymbol text, exchange
+text, dt_ist timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, close
+numeric, volume int8``. A candle table's (COPYed straight in when it is safe): ``datetime,
+tradingsymbol, exchange, open, high, low, close, volume``, the datetime as the IST wall clock
+or as the instant. Either leaves ``exchange`` out when asked to (a table without that column).
 """
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 
 cimport numpy as cnp
 
-from feedtypes cimport SYMBOL_BYTES, CandleRecord
+from feedtypes cimport EXCHANGE_BYTES, SYMBOL_BYTES, CandleRecord
 
 from feedengine.dtypes import RECORD_DTYPE
 
 cnp.import_array()
 
 cdef enum:
-    N_FIELDS = 9
-    N_TABLE_FIELDS = 7
+    N_FIELDS = 10               # with the exchange; one fewer without
+    N_TABLE_FIELDS = 8
     LAYOUT_STAGING_C = 0
     LAYOUT_TABLE_WALL_C = 1     # candle table, TIMESTAMP: IST wall-clock bucket start
     LAYOUT_TABLE_INSTANT_C = 2  # candle table, TIMESTAMPTZ: the instant
-    # Upper bound of one encoded tuple: field count, 10 length words, fixed-size fields,
-    # the symbol, and 4 NUMERICs of at most 8 header bytes + 6 base-10000 digits.
-    MAX_TUPLE = 2 + N_FIELDS * 4 + 8 + 2 + SYMBOL_BYTES + 8 + 8 + 4 * (8 + 12) + 8
+    # Upper bound of one encoded tuple: field count, a length word per field, fixed-size
+    # fields, the symbol and exchange, and 4 NUMERICs of at most 8 header bytes + 6
+    # base-10000 digits.
+    MAX_TUPLE = (2 + N_FIELDS * 4 + 8 + 2 + SYMBOL_BYTES + EXCHANGE_BYTES + 8 + 8
+                 + 4 * (8 + 12) + 8)
     NUMERIC_POS = 0x0000
     NUMERIC_NEG = 0x4000
 
@@ -42,14 +45,16 @@ SIGNATURE = b"PGCOPY\n\xff\r\n\x00"
 LAYOUT_STAGING = LAYOUT_STAGING_C
 LAYOUT_TABLE_WALL = LAYOUT_TABLE_WALL_C
 LAYOUT_TABLE_INSTANT = LAYOUT_TABLE_INSTANT_C
-TABLE_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
-STAGING_COLUMNS = ("minutes", "tradingsymbol", "dt_ist", "dt_utc", "open", "high", "low",
-                   "close", "volume")
+TABLE_COLUMNS = ("datetime", "tradingsymbol", "exchange", "open", "high", "low", "close",
+                 "volume")
+STAGING_COLUMNS = ("minutes", "tradingsymbol", "exchange", "dt_ist", "dt_utc", "open", "high",
+                   "low", "close", "volume")
 
 
-cdef inline size_t symbol_length(const char* s) noexcept nogil:
+cdef inline size_t text_length(const char* s, size_t capacity) noexcept nogil:
+    """Bytes of a NUL-padded text field."""
     cdef size_t n = 0
-    while n < SYMBOL_BYTES and s[n] != 0:
+    while n < capacity and s[n] != 0:
         n += 1
     return n
 
@@ -116,8 +121,9 @@ cdef uint8_t* put_numeric(uint8_t* p, int64_t units, int decimals) noexcept nogi
     return p
 
 
-def encode(cnp.ndarray records, int layout=LAYOUT_STAGING_C):
-    """The PGCOPY stream of ``records`` (``RECORD_DTYPE``) in ``layout``, as a ``bytearray``."""
+def encode(cnp.ndarray records, int layout=LAYOUT_STAGING_C, bint exchange=True):
+    """The PGCOPY stream of ``records`` (``RECORD_DTYPE``) in ``layout``, as a ``bytearray``;
+    without the exchange column when ``exchange`` is False."""
     if layout not in (LAYOUT_STAGING_C, LAYOUT_TABLE_WALL_C, LAYOUT_TABLE_INSTANT_C):
         raise ValueError(f"unknown layout {layout}")
     if records.dtype != RECORD_DTYPE or not cnp.PyArray_IS_C_CONTIGUOUS(records):
@@ -130,6 +136,8 @@ def encode(cnp.ndarray records, int layout=LAYOUT_STAGING_C):
     cdef const CandleRecord* r
     cdef size_t slen
     cdef int64_t utc_us
+    cdef uint16_t fields = (N_FIELDS if layout == LAYOUT_STAGING_C else N_TABLE_FIELDS) - (
+        0 if exchange else 1)
     memcpy(p, <const char*>b"PGCOPY\n\xff\r\n\x00", 11)  # == SIGNATURE
     p += 11
     p = put32(p, 0)  # flags
@@ -138,19 +146,23 @@ def encode(cnp.ndarray records, int layout=LAYOUT_STAGING_C):
         for i in range(n):
             r = rec + i
             utc_us = r.bucket_start_ns // 1000 - PG_EPOCH_US
-            slen = symbol_length(r.symbol)
+            slen = text_length(r.symbol, SYMBOL_BYTES)
+            p = put16(p, fields)
             if layout == LAYOUT_STAGING_C:
-                p = put16(p, N_FIELDS)
                 p = put32(p, 2)
                 p = put16(p, <uint16_t>r.minutes)
             else:
-                p = put16(p, N_TABLE_FIELDS)
                 p = put32(p, 8)
                 p = put64(p, <uint64_t>(utc_us + (IST_OFFSET_US if layout == LAYOUT_TABLE_WALL_C
                                                   else 0)))
             p = put32(p, <uint32_t>slen)
             memcpy(p, r.symbol, slen)
             p += slen
+            if exchange:
+                slen = text_length(r.exchange, EXCHANGE_BYTES)
+                p = put32(p, <uint32_t>slen)
+                memcpy(p, r.exchange, slen)
+                p += slen
             if layout == LAYOUT_STAGING_C:
                 p = put32(p, 8)
                 p = put64(p, <uint64_t>(utc_us + IST_OFFSET_US))
@@ -176,5 +188,5 @@ def record_layout():
         "open": <char*>&r.open - b, "high": <char*>&r.high - b, "low": <char*>&r.low - b,
         "close": <char*>&r.close - b, "minutes": <char*>&r.minutes - b,
         "decimals": <char*>&r.decimals - b, "final": <char*>&r.final - b,
-        "symbol": <char*>&r.symbol[0] - b,
+        "symbol": <char*>&r.symbol[0] - b, "exchange": <char*>&r.exchange[0] - b,
     })

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from feedengine import _candles
-from feedengine.dtypes import RECORD_DTYPE, SYMBOL_BYTES
+from feedengine.dtypes import EXCHANGE_BYTES, RECORD_DTYPE, SYMBOL_BYTES
 from feedengine.errors import CheckpointError
 from feedengine.instruments import Instrument
 from feedengine.segments import DIVISORS
@@ -95,6 +95,14 @@ class CandleEngine:
         if too_long:
             raise ValueError(f"trading symbols longer than {SYMBOL_BYTES} bytes: {too_long}")
         self._symbol_bytes = np.array(encoded, f"S{SYMBOL_BYTES}")
+        exchanges = sorted(
+            {i.exchange for i in instruments if len(i.exchange.encode()) > EXCHANGE_BYTES}
+        )
+        if exchanges:
+            raise ValueError(f"exchange codes longer than {EXCHANGE_BYTES} bytes: {exchanges}")
+        self._exchange_bytes = np.array(
+            [i.exchange.encode() for i in instruments], f"S{EXCHANGE_BYTES}"
+        )
         tokens = np.array([i.instrument_token for i in instruments], np.uint32)
         self.divisors = DIVISORS[tokens & 0xFF]
         self._decimals = np.array([len(str(d)) - 1 for d in self.divisors.tolist()], np.uint8)
@@ -147,6 +155,7 @@ class CandleEngine:
         out["minutes"] = self._minutes[rows["interval"]]
         out["decimals"] = self._decimals[rows["slot"]]
         out["symbol"] = self._symbol_bytes[rows["slot"]]
+        out["exchange"] = self._exchange_bytes[rows["slot"]]
         return out
 
     def counters(self) -> dict[str, int]:

@@ -213,10 +213,7 @@ def wanted_symbols(args: argparse.Namespace, config: Config, db: Database) -> li
     if args.symbols_file:
         return read_symbols_file(args.symbols_file)
     if args.symbols_from_db:
-        try:
-            return symbols_from_db(db(), config.symbols_sql())
-        except ValueError as e:
-            raise UsageError(f"--symbols-from-db: {e}") from None
+        return symbols_from_db(db(), config.symbols_sql())
     return None
 
 

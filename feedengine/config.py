@@ -11,12 +11,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dotenv import load_dotenv
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
-from feedengine.database import DEFAULT_TABLE_TEMPLATE, table_names
 from feedengine.errors import ConfigError
 from feedengine.instruments import KITE_API_ROOT
 from feedengine.sessions import Session, parse_sessions
+from feedengine.tables import (
+    DEFAULT_TABLE_TEMPLATE,
+    TableNames,
+    check_table_name,
+    check_template,
+    quoted,
+)
 from feedengine.textfile import TextFileError, read_text
 
 #: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
@@ -33,6 +41,15 @@ def _bool(name: str, text: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ConfigError(f"{name}={text!r}: expected true or false")
+
+
+def _check_dsn(dsn: str) -> None:
+    """Raise :class:`ConfigError` for a ``PG_CONN_STR`` libpq cannot parse."""
+    try:
+        conninfo_to_dict(dsn)
+    except ProgrammingError as err:
+        reason = str(err).strip().splitlines()[0]
+        raise ConfigError(f"PG_CONN_STR: not a PostgreSQL connection string: {reason}") from None
 
 
 def _number(name: str, text: str, low: float, high: float) -> float:
@@ -72,8 +89,13 @@ class Config:
     service_id: str = field(default_factory=socket.gethostname)
 
     @property
+    def table_names(self) -> TableNames:
+        """The candle table of any interval."""
+        return TableNames(self.candle_table_template, self.candle_table_name)
+
+    @property
     def table_5min(self) -> str:
-        return self.candle_table_name or DEFAULT_TABLE_TEMPLATE.format(interval=5)
+        return self.table_names(5)
 
     @property
     def spill_path(self) -> Path:
@@ -107,8 +129,19 @@ class Config:
         except ValueError as err:
             raise ConfigError(f"SESSIONS: {err}") from None
         template = get("CANDLE_TABLE_TEMPLATE") or DEFAULT_TABLE_TEMPLATE
-        if "{interval}" not in template:
-            raise ConfigError(f"CANDLE_TABLE_TEMPLATE={template!r}: must contain {{interval}}")
+        try:
+            check_template(template)
+        except ValueError as err:
+            raise ConfigError(f"CANDLE_TABLE_TEMPLATE={template!r}: {err}") from None
+        five_minute = get("CANDLE_TABLE_NAME")
+        try:
+            if five_minute:
+                check_table_name(five_minute)
+        except ValueError as err:
+            raise ConfigError(f"CANDLE_TABLE_NAME: {err}") from None
+        dsn = get("PG_CONN_STR")
+        if dsn:
+            _check_dsn(dsn)
         level = (get("LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
@@ -116,8 +149,8 @@ class Config:
         tls = _bool("MQTT_USE_TLS", get("MQTT_USE_TLS") or "false")
         return cls(
             home=Path(get("FEEDENGINE_HOME") or DEFAULT_HOME).expanduser(),
-            pg_conn_str=get("PG_CONN_STR"),
-            candle_table_name=get("CANDLE_TABLE_NAME"),
+            pg_conn_str=dsn,
+            candle_table_name=five_minute,
             candle_table_template=template,
             symbols_query=get("SYMBOLS_QUERY"),
             intervals=intervals,
@@ -142,12 +175,12 @@ class Config:
 
     def tables(self, intervals: tuple[int, ...] | None = None) -> dict[int, str]:
         """Candle table name per interval."""
-        return table_names(
-            intervals or self.intervals, self.candle_table_template, self.candle_table_name
-        )
+        return self.table_names.of(intervals or self.intervals)
 
     def symbols_sql(self) -> str:
-        return self.symbols_query or DEFAULT_SYMBOLS_QUERY.format(table_5min=self.table_5min)
+        return self.symbols_query or DEFAULT_SYMBOLS_QUERY.format(
+            table_5min=quoted(self.table_5min)
+        )
 
 
 def load_env_file(path: Path) -> None:

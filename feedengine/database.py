@@ -1,15 +1,19 @@
-"""PostgreSQL: the candle tables, the binary-COPY sink, the embedded server (SPEC section 5).
+"""PostgreSQL: the binary-COPY sink, the embedded server, the checks (SPEC section 5).
 
 Each flush is one transaction: the records are encoded by the compiled PGCOPY encoder,
 COPYed into a temporary staging table, and merged into one table per interval with
-``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key).
-Existing tables are used as they are: ``TIMESTAMP`` columns get the IST wall-clock bucket
-start, ``TIMESTAMPTZ`` columns the instant.
+``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key);
+the tables themselves are :mod:`feedengine.tables`' business. Every exchange with the server
+is bounded in time (:data:`WRITE_TIMEOUT_S`, :class:`~feedengine.watchdog.Watchdog`), so a
+server that stops answering fails a write instead of hanging it.
 """
 
 import contextlib
 import logging
+import math
 import os
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,21 +21,64 @@ from typing import Any
 import numpy as np
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from feedengine import _pgcopy
-from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
+from feedengine.errors import (
+    ConfigError,
+    InstrumentsError,
+    SchemaError,
+    SinkDataError,
+    SinkUnavailable,
+)
+from feedengine.instruments import Instrument
 from feedengine.sink import candle_tuples
+from feedengine.tables import (
+    COPY_STAGING,
+    STAGING_DDL,
+    TableInfo,
+    TableNames,
+    copy_statement,
+    ensure_table,
+    identifier,
+    latest_per_candle,
+    lock_table,
+    merge_statement,
+    refuse_clashes,
+    rounding,
+)
+from feedengine.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
-#: The seed's table naming: one table per interval.
-DEFAULT_TABLE_TEMPLATE = "merged_candles_{interval}min"
-#: Seconds to wait for a connection before the database counts as down.
+#: Seconds to wait for a connection before the database counts as down (at most the write
+#: bound; psycopg allows no less than 2). A stopped server still completes the TCP
+#: handshake, so this is what ends a connection attempt to it.
 CONNECT_TIMEOUT_S = 5
+#: Longest a write (connect, table checks, COPY, merge, commit) may take before it counts as
+#: failed: its rows are spilled and retried. The slowest of 251 flushes of 8192 rows in a
+#: 4 M-tick, 9000-instrument x 4-interval replay took 0.13 s (median 0.045 s) on a 2-core
+#: machine; 20 s leaves a slow or busy server 150 times that, while the candle ring (2-3
+#: minutes of candles at 9000 instruments) keeps filling behind a hung one. The sink's
+#: constructor takes another bound (tests use about a second).
+WRITE_TIMEOUT_S = 20.0
+#: TCP keepalives: a silent peer (a dead host, a cut cable) is noticed after about
+#: idle + interval x count seconds instead of the kernel's two hours.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+#: The server cancels a statement after this share of the write bound: on a live server a
+#: slow statement (a lock wait behind another writer) ends cleanly before the watchdog
+#: cuts the connection.
+STATEMENT_TIMEOUT_SHARE = 0.75
+#: The server ends a session idle in a transaction for this many write bounds: a stopped
+#: feedengine must not hold a table's lock for ever, and no live one idles that long.
+IDLE_IN_TRANSACTION_BOUNDS = 3
 #: Shows in pg_stat_activity, so operators (and the fault tests) can find our sessions.
 APPLICATION_NAME = "feedengine"
-STAGING = "feedengine_staging"
-REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
 #: After a flush whose direct COPY met an existing candle, this many flushes of that table
 #: go straight to the upsert before the direct COPY is tried again.
 UPSERT_STREAK = 16
@@ -39,182 +86,92 @@ UPSERT_STREAK = 16
 _INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
 
 
-def table_names(
-    intervals: tuple[int, ...],
-    template: str = DEFAULT_TABLE_TEMPLATE,
-    five_minute: str | None = None,
-) -> dict[int, str]:
-    """Table name per interval from ``template``; ``five_minute`` overrides the 5-minute one."""
-    if "{interval}" not in template:
-        raise ValueError(f"CANDLE_TABLE_TEMPLATE {template!r} must contain {{interval}}")
-    names = {m: template.format(interval=m) for m in intervals}
-    if five_minute and 5 in names:
-        names[5] = five_minute
-    return names
+def connect(
+    dsn: str, timeout_s: float = WRITE_TIMEOUT_S, watchdog: Watchdog | None = None
+) -> psycopg.Connection[Any]:
+    """A connection for feedengine's use (explicit transactions), bounded where the server
+    and the network can bound it.
 
-
-def _ident(name: str) -> sql.Identifier:
-    return sql.Identifier(*name.split("."))
-
-
-@dataclass(frozen=True)
-class TableInfo:
-    """How an existing candle table stores a candle."""
-
-    name: str
-    datetime_type: str  # "timestamp without time zone" | "timestamp with time zone"
-    volume_type: str
-    has_key: bool
-    created: bool = False
-    #: Column types that take the candle-table COPY layout as it is (NUMERIC prices, text
-    #: symbol, BIGINT volume), and a unique key to notice a candle that already exists.
-    direct_copy: bool = False
-
-    @property
-    def stores_instant(self) -> bool:
-        return self.datetime_type == "timestamp with time zone"
-
-    def describe(self) -> str:
-        key = (
-            "unique key (tradingsymbol, datetime)"
-            if self.has_key
-            else ("no unique key: written by delete-then-insert")
-        )
-        made = "created" if self.created else "found"
-        return (
-            f"{self.name}: {made}; datetime {self.datetime_type}, volume {self.volume_type}, {key}"
-        )
-
-
-def connect(dsn: str) -> psycopg.Connection[Any]:
-    """A connection for feedengine's use (explicit transactions)."""
-    return psycopg.connect(
-        dsn, connect_timeout=CONNECT_TIMEOUT_S, application_name=APPLICATION_NAME
-    )
-
-
-def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
-    """Describe table ``name``, or None when it does not exist."""
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
-        (name,),
-    ).fetchall()
-    if not rows:
-        return None
-    columns = {str(n): str(t) for n, t in rows}
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise SchemaError(
-            f"table {name} lacks column(s) {', '.join(missing)}; feedengine "
-            f"writes {', '.join(REQUIRED_COLUMNS)}"
-        )
-    dt = columns["datetime"]
-    if dt not in ("timestamp without time zone", "timestamp with time zone"):
-        raise SchemaError(
-            f"table {name}: column datetime is {dt}; expected TIMESTAMP or TIMESTAMPTZ"
-        )
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = to_regclass(%s) "
-        "AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL AND "
-        "(SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
-        " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
-        "= ARRAY['datetime', 'tradingsymbol'])",
-        (name,),
-    ).fetchone()
-    has_key = bool(row and row[0])
-    direct = (
-        has_key
-        and columns["volume"] == "bigint"
-        and columns["tradingsymbol"].split("(")[0] in ("text", "character varying")
-        and all(columns[c].split("(")[0] == "numeric" for c in ("open", "high", "low", "close"))
-    )
-    return TableInfo(name, dt, columns["volume"].split("(")[0], has_key, direct_copy=direct)
-
-
-def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
-    """Describe ``name``, creating it with the seed's schema when it is missing."""
-    info = inspect_table(conn, name)
-    if info is not None:
-        return info
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
-            "tradingsymbol VARCHAR NOT NULL, open NUMERIC, high NUMERIC, low NUMERIC, "
-            "close NUMERIC, volume BIGINT, PRIMARY KEY (tradingsymbol, datetime))"
-        ).format(_ident(name))
-    )
-    info = inspect_table(conn, name)
-    assert info is not None
-    return TableInfo(
-        info.name,
-        info.datetime_type,
-        info.volume_type,
-        info.has_key,
-        created=True,
-        direct_copy=info.direct_copy,
-    )
-
-
-def latest_per_candle(records: np.ndarray) -> np.ndarray:
-    """The last version of each candle in ``records``, ordered by (interval, symbol, time).
-
-    A flush may hold a candle twice (an in-progress snapshot and its final value); the
-    upsert must see it once. The order follows the tables' primary key, which makes the
-    server's index insertions sequential.
+    ``connect_timeout``, TCP keepalives and ``tcp_user_timeout`` (unacknowledged data for
+    ``timeout_s``: a broken network) apply unless ``dsn`` sets them; so do
+    :data:`STATEMENT_TIMEOUT_SHARE` and :data:`IDLE_IN_TRANSACTION_BOUNDS` of ``timeout_s``
+    on the server. A stopped server answers none of this, hence the ``watchdog`` (here,
+    around the settings; a watchdog of its own when None).
     """
-    order = np.lexsort((records["bucket_start_ns"], records["symbol"], records["minutes"]))
-    rows = records[order]
-    same_as_next = (
-        (rows["minutes"][:-1] == rows["minutes"][1:])
-        & (rows["symbol"][:-1] == rows["symbol"][1:])
-        & (rows["bucket_start_ns"][:-1] == rows["bucket_start_ns"][1:])
-    )
-    return rows[np.append(~same_as_next, True)] if len(rows) else rows
+    given = conninfo_to_dict(dsn)
+    defaults = {
+        "connect_timeout": math.ceil(min(CONNECT_TIMEOUT_S, timeout_s)),
+        "tcp_user_timeout": int(timeout_s * 1000),
+        **KEEPALIVES,
+    }
+    ours = {k: v for k, v in defaults.items() if k not in given}
+    conn = psycopg.connect(make_conninfo(dsn, application_name=APPLICATION_NAME, **ours))
+    try:
+        with contextlib.ExitStack() as stack:
+            if watchdog is None:
+                watchdog = stack.enter_context(Watchdog())
+            stack.enter_context(watchdog.guard(conn.pgconn.socket, timeout_s))
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false), "
+                "set_config('idle_in_transaction_session_timeout', %s, false)",
+                (
+                    f"{int(timeout_s * STATEMENT_TIMEOUT_SHARE * 1000)}ms",
+                    f"{int(timeout_s * IDLE_IN_TRANSACTION_BOUNDS * 1000)}ms",
+                ),
+            )
+            conn.commit()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
-def copy_statement(info: TableInfo) -> sql.Composed:
-    """``COPY`` straight into ``info``'s table, in the encoder's candle-table layout."""
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        _ident(info.name), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.TABLE_COLUMNS))
-    )
+def reason(error: psycopg.Error) -> str:
+    """A psycopg error as one line: what the server or libpq said, details included."""
+    text = " ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return text or type(error).__name__
 
 
-def merge_statement(info: TableInfo) -> sql.Composed:
-    """SQL merging the staging rows of one interval (``%s``) into ``info``'s table.
-
-    The staging rows hold each candle once (:func:`latest_per_candle`).
-    """
-    dt = sql.Identifier("dt_utc" if info.stores_instant else "dt_ist")
-    latest = sql.SQL(
-        "SELECT {dt} AS dt, tradingsymbol, open, high, low, close, volume FROM {staging} "
-        "WHERE minutes = %s"
-    ).format(dt=dt, staging=sql.Identifier(STAGING))
-    table = _ident(info.name)
-    if info.has_key:
-        return sql.SQL(
-            "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
-            "SELECT dt, tradingsymbol, open, high, low, close, volume FROM ({latest}) s "
-            "ON CONFLICT (tradingsymbol, datetime) DO UPDATE SET open = EXCLUDED.open, "
-            "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
-            "volume = EXCLUDED.volume"
-        ).format(t=table, latest=latest)
-    return sql.SQL(
-        "WITH s AS ({latest}), gone AS (DELETE FROM {t} USING s "
-        "WHERE {t}.tradingsymbol = s.tradingsymbol AND {t}.datetime = s.dt) "
-        "INSERT INTO {t} (datetime, tradingsymbol, open, high, low, close, volume) "
-        "SELECT dt, tradingsymbol, open, high, low, close, volume FROM s"
-    ).format(t=table, latest=latest)
+def _check_volumes(info: TableInfo, records: np.ndarray) -> None:
+    """Raise :class:`SinkDataError` for a volume ``info``'s integer column cannot hold."""
+    limit = _INT_LIMITS.get(info.volume_type)
+    if limit is None:
+        return
+    rows = records[records["volume"] > limit]
+    if len(rows):
+        m, symbol, exchange, start, *_, volume = candle_tuples(rows[:1])[0]
+        raise SinkDataError(
+            f"volume {volume} of {exchange}:{symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
+            f"does not fit column {info.name}.volume ({info.volume_type}); "
+            f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT"
+        )
 
 
-STAGING_DDL = sql.SQL(
-    "CREATE TEMP TABLE IF NOT EXISTS {} (minutes int2, tradingsymbol text, "
-    "dt_ist timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, "
-    "close numeric, volume int8) ON COMMIT DELETE ROWS"
-).format(sql.Identifier(STAGING))
-COPY_STAGING = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-    sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.STAGING_COLUMNS))
-)
+@dataclass
+class _Target:
+    """One interval's table and how a flush writes it."""
+
+    info: TableInfo
+    merge: sql.Composed
+    #: ``COPY`` straight into the table and its encoder layout, when the table allows it.
+    copy: tuple[sql.Composed, int] | None
+    #: Flushes left that skip the direct COPY (see :meth:`PostgresSink._copy_new`).
+    upsert_only: int = 0
+
+    @classmethod
+    def of(cls, info: TableInfo) -> "_Target":
+        copy = None
+        if info.direct_copy:
+            layout = (
+                _pgcopy.LAYOUT_TABLE_INSTANT if info.stores_instant else _pgcopy.LAYOUT_TABLE_WALL
+            )
+            copy = (copy_statement(info), layout)
+        return cls(info, merge_statement(info), copy)
+
+    def encode(self, records: np.ndarray) -> bytearray:
+        """``records`` in the layout of :attr:`copy`."""
+        assert self.copy is not None
+        return _pgcopy.encode(records, self.copy[1], self.info.has_exchange)
 
 
 class PostgresSink:
@@ -225,105 +182,161 @@ class PostgresSink:
     dsn
         libpq connection string or URI.
     tables
-        Table name per interval (see :func:`table_names`).
+        The table of each interval. Records of any interval are written, whatever the
+        intervals given to :meth:`open` (a spill of an earlier run's intervals): a table is
+        looked up, and created when missing, the first time its interval is seen.
+    write_timeout_s
+        Longest a write may take, connection included (:data:`WRITE_TIMEOUT_S`). One that
+        overruns has its connection shut down by a watchdog thread and fails.
 
     Raises
     ------
     SinkUnavailable
-        From :meth:`write` when the server cannot be reached; the connection is dropped and
-        the next write reconnects.
+        From :meth:`write` when the server cannot be reached or does not answer within
+        ``write_timeout_s``; the connection is dropped and the next write reconnects.
     SinkDataError
         When a table cannot hold the rows (e.g. a volume too large for an INTEGER column).
     """
 
-    def __init__(self, dsn: str, tables: dict[int, str]) -> None:
+    def __init__(
+        self, dsn: str, tables: TableNames, write_timeout_s: float = WRITE_TIMEOUT_S
+    ) -> None:
         self.dsn = dsn
         self.tables = tables
-        self.info: dict[int, TableInfo] = {}
+        self.write_timeout_s = write_timeout_s
+        self._watchdog = Watchdog("postgres-watchdog")
+        self._targets: dict[int, _Target] = {}
+        #: Intervals whose tables a new connection inspects: opened, or met since.
+        self._intervals: list[int] = []
+        self._instruments: list[Instrument] = []
         self._conn: psycopg.Connection[Any] | None = None
-        self._merges: dict[int, sql.Composed] = {}
-        self._copies: dict[int, tuple[sql.Composed, int]] = {}
-        self._upsert_only: dict[int, int] = {}
 
-    def open(self, intervals: tuple[int, ...]) -> None:
+    @property
+    def info(self) -> dict[int, TableInfo]:
+        """The tables met so far, by interval."""
+        return {minutes: target.info for minutes, target in self._targets.items()}
+
+    def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
+        """Connect; find or create the tables of ``intervals``; check that they keep the
+        candles of ``instruments`` apart.
+
+        Raises
+        ------
+        SinkUnavailable
+            The database cannot be reached (the caller spills and retries).
+        SchemaError
+            A table that cannot be used as it is: a missing or odd column, or no exchange
+            column when two of ``instruments`` share a trading symbol.
+        SinkDataError
+            The server refuses (e.g. no permission to create a table).
+        """
+        self._instruments = list(instruments)
+        self._intervals += [m for m in intervals if m not in self._intervals]
+        self._connection(time.monotonic())
+
+    @contextlib.contextmanager
+    def _failures(self) -> Iterator[None]:
+        """psycopg's errors as :class:`SinkUnavailable` (the connection is the problem: try
+        again later) or :class:`SinkDataError` (the server refuses); after any error the
+        connection is dropped."""
+        self._watchdog.fired = False
         try:
-            self._connection()
-        except SinkUnavailable as e:
-            log.error("database unavailable at start (%s); candles will be spilled and retried", e)
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        try:
-            conn = connect(self.dsn)
-            with conn.transaction():
-                for minutes, name in self.tables.items():
-                    info = ensure_table(conn, name)
-                    if minutes not in self.info:
-                        log.info("candle table %s", info.describe())
-                    self.info[minutes] = info
-                    self._merges[minutes] = merge_statement(info)
-                    if info.direct_copy:
-                        layout = (
-                            _pgcopy.LAYOUT_TABLE_INSTANT
-                            if info.stores_instant
-                            else _pgcopy.LAYOUT_TABLE_WALL
-                        )
-                        self._copies[minutes] = (copy_statement(info), layout)
-                conn.execute(STAGING_DDL)
-        except psycopg.OperationalError as e:
-            raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
-        except (psycopg.Error, SchemaError) as e:
-            raise SinkDataError(str(e).strip()) from e
-        self._conn = conn
-        return conn
-
-    def _check_volumes(self, records: np.ndarray) -> None:
-        for minutes, info in self.info.items():
-            limit = _INT_LIMITS.get(info.volume_type)
-            if limit is None:
-                continue
-            rows = records[(records["minutes"] == minutes) & (records["volume"] > limit)]
-            if len(rows):
-                m, symbol, start, *_, volume = candle_tuples(rows[:1])[0]
-                raise SinkDataError(
-                    f"volume {volume} of {symbol} {m}-minute candle at {start:%Y-%m-%d %H:%M} "
-                    f"does not fit column {info.name}.volume ({info.volume_type}); "
-                    f"ALTER TABLE {info.name} ALTER COLUMN volume TYPE BIGINT"
-                )
-
-    def write(self, records: np.ndarray) -> None:
-        if not len(records):
-            return
-        conn = self._connection()
-        self._check_volumes(records)
-        records = latest_per_candle(records)
-        try:
-            with conn.transaction(), conn.cursor() as cur:
-                staged = False
-                for minutes in np.unique(records["minutes"]).tolist():
-                    if self._copy_new(conn, cur, minutes, records[records["minutes"] == minutes]):
-                        continue
-                    if not staged:
-                        with cur.copy(COPY_STAGING) as copy:
-                            copy.write(_pgcopy.encode(records))
-                        staged = True
-                    cur.execute(self._merges[minutes], (minutes,))
-        except psycopg.OperationalError as e:
+            yield
+        except (psycopg.OperationalError, psycopg.InterfaceError) as e:
             self._drop()
-            raise SinkUnavailable(str(e).strip().splitlines()[0]) from e
-        except psycopg.InterfaceError as e:  # the connection is gone
-            self._drop()
-            raise SinkUnavailable(str(e).strip()) from e
+            if self._watchdog.fired:
+                raise SinkUnavailable(
+                    f"no answer from the database within {self.write_timeout_s:g} s "
+                    "(connection shut down)"
+                ) from None
+            raise SinkUnavailable(reason(e)) from None
         except psycopg.Error as e:
             self._drop()
-            raise SinkDataError(str(e).strip()) from e
+            raise SinkDataError(reason(e)) from None
+        except BaseException:
+            self._drop()
+            raise
+
+    def _bounded(
+        self, conn: psycopg.Connection[Any], started: float
+    ) -> contextlib.AbstractContextManager[None]:
+        """Bound what follows on ``conn`` to the rest of a write begun at ``started``."""
+        left = self.write_timeout_s - (time.monotonic() - started)
+        return self._watchdog.guard(conn.pgconn.socket, left)
+
+    def _connection(self, started: float) -> psycopg.Connection[Any]:
+        """The open connection, or a new one with the tables of every interval met so far
+        inspected again (one may have been altered meanwhile); within the write begun at
+        ``started``.
+
+        A table found in a write's transaction is forgotten with the connection if that
+        transaction fails (so is its creation), hence the inspection per connection.
+        """
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        with self._failures():
+            conn = self._conn = connect(self.dsn, self.write_timeout_s, self._watchdog)
+            with self._bounded(conn, started), conn.transaction():
+                conn.execute(STAGING_DDL)
+                for minutes in self._intervals:
+                    self._add_target(conn, minutes)
+        return conn
+
+    def _add_target(self, conn: psycopg.Connection[Any], minutes: int) -> _Target:
+        info = ensure_table(conn, self.tables(minutes))
+        refuse_clashes(info, self._instruments)
+        if minutes not in self._targets:
+            log.info("candle table %s", info.describe())
+            warning = rounding(info, self._instruments)
+            if warning:
+                log.warning("%s", warning)
+        if minutes not in self._intervals:
+            self._intervals.append(minutes)
+        target = self._targets[minutes] = _Target.of(info)
+        return target
+
+    def write(self, records: np.ndarray) -> None:
+        """Write ``RECORD_DTYPE`` records of any intervals in one transaction, within
+        ``write_timeout_s``; raise :class:`SinkUnavailable` or :class:`SinkDataError` if
+        that did not happen."""
+        if not len(records):
+            return
+        started = time.monotonic()
+        try:
+            conn = self._connection(started)
+        except SchemaError as e:  # the flusher spills rows the tables refuse
+            raise SinkDataError(str(e)) from None
+        records = latest_per_candle(records)
+        with (
+            self._failures(),
+            self._bounded(conn, started),
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            staged = False
+            for minutes in np.unique(records["minutes"]).tolist():
+                target = self._targets.get(minutes)
+                try:
+                    target = target or self._add_target(conn, minutes)
+                except SchemaError as e:
+                    raise SinkDataError(str(e)) from None
+                block = records[records["minutes"] == minutes]
+                _check_volumes(target.info, block)
+                if self._copy_new(conn, cur, target, block):
+                    continue
+                if not staged:
+                    with cur.copy(COPY_STAGING) as copy:
+                        copy.write(_pgcopy.encode(records))
+                    staged = True
+                if target.info.key is None:  # delete-then-insert: one writer at a time
+                    lock_table(conn, target.info.name)
+                cur.execute(target.merge, (minutes,))
 
     def _copy_new(
         self,
         conn: psycopg.Connection[Any],
         cur: psycopg.Cursor[Any],
-        minutes: int,
+        target: _Target,
         block: np.ndarray,
     ) -> bool:
         """COPY one interval's candles straight into its table, if they are all new.
@@ -334,17 +347,14 @@ class PostgresSink:
         back, False is returned (the caller upserts), and the next :data:`UPSERT_STREAK`
         flushes of that table upsert directly.
         """
-        copy = self._copies.get(minutes)
-        streak = self._upsert_only.get(minutes, 0)
-        if copy is None or streak:
-            self._upsert_only[minutes] = max(streak - 1, 0)
+        if target.copy is None or target.upsert_only:
+            target.upsert_only = max(target.upsert_only - 1, 0)
             return False
-        statement, layout = copy
         try:
-            with conn.transaction(), cur.copy(statement) as out:
-                out.write(_pgcopy.encode(block, layout))
+            with conn.transaction(), cur.copy(target.copy[0]) as out:
+                out.write(target.encode(block))
         except psycopg.errors.UniqueViolation:
-            self._upsert_only[minutes] = UPSERT_STREAK
+            target.upsert_only = UPSERT_STREAK
             return False
         return True
 
@@ -355,7 +365,9 @@ class PostgresSink:
             self._conn = None
 
     def close(self) -> None:
+        """Close the connection and stop the watchdog's thread."""
         self._drop()
+        self._watchdog.close()
 
 
 # --- the embedded server ---------------------------------------------------------------------
@@ -383,17 +395,29 @@ def symbols_from_db(dsn: str, query: str) -> list[str]:
 
     Raises
     ------
-    ValueError
-        The query fails or returns nothing.
+    SinkUnavailable
+        The database cannot be reached, or does not answer within :data:`WRITE_TIMEOUT_S`.
+    ConfigError
+        The query fails (bad SQL, a missing table).
+    InstrumentsError
+        It returns no symbols.
     """
-    try:
-        with connect(dsn) as conn:
-            rows = conn.execute(sql.SQL(query)).fetchall()
-    except psycopg.Error as e:
-        raise ValueError(f"SYMBOLS_QUERY failed: {str(e).strip().splitlines()[0]}") from None
+    unavailable = "--symbols-from-db: database unavailable"
+    with Watchdog() as watchdog:
+        try:
+            conn = connect(dsn, WRITE_TIMEOUT_S, watchdog)
+        except psycopg.Error as e:
+            raise SinkUnavailable(f"{unavailable}: {reason(e)}") from None
+        try:
+            with conn, watchdog.guard(conn.pgconn.socket, WRITE_TIMEOUT_S):
+                rows = conn.execute(sql.SQL(query)).fetchall()
+        except psycopg.OperationalError as e:
+            raise SinkUnavailable(f"{unavailable}: {reason(e)}") from None
+        except psycopg.Error as e:
+            raise ConfigError(f"SYMBOLS_QUERY failed: {reason(e)}: {query}") from None
     symbols = [str(r[0]) for r in rows if r and r[0]]
     if not symbols:
-        raise ValueError(f"SYMBOLS_QUERY returned no symbols: {query}")
+        raise InstrumentsError(f"SYMBOLS_QUERY returned no symbols: {query}")
     return symbols
 
 
@@ -402,22 +426,30 @@ def check_database(dsn: str, tables: dict[int, str]) -> list[str]:
 
     Raises
     ------
-    SinkUnavailable, SchemaError
-        With a message naming the problem.
+    SinkUnavailable
+        The database cannot be reached.
+    SchemaError, SinkDataError
+        A table that cannot be used or created, with a message naming it.
     """
     try:
-        with connect(dsn) as conn:
+        with (
+            Watchdog() as watchdog,
+            connect(dsn, WRITE_TIMEOUT_S, watchdog) as conn,
+            watchdog.guard(conn.pgconn.socket, WRITE_TIMEOUT_S),
+        ):
             version = conn.execute("SHOW server_version").fetchone()
             lines = [f"connected: PostgreSQL {version[0] if version else '?'}"]
             with conn.transaction():
                 for minutes, name in tables.items():
                     info = ensure_table(conn, name)
                     count = conn.execute(
-                        sql.SQL("SELECT count(*) FROM {}").format(_ident(name))
+                        sql.SQL("SELECT count(*) FROM {}").format(identifier(name))
                     ).fetchone()
                     lines.append(
                         f"{minutes}-minute table {info.describe()}; {count[0] if count else 0} rows"
                     )
             return lines
     except psycopg.OperationalError as e:
-        raise SinkUnavailable(str(e).strip().splitlines()[0]) from None
+        raise SinkUnavailable(f"database unavailable: {reason(e)}") from None
+    except psycopg.Error as e:
+        raise SinkDataError(f"database refused the check: {reason(e)}") from None

@@ -111,6 +111,8 @@ CANDLE_ROW_DTYPE = np.dtype(
 
 #: Bytes of a trading symbol in a candle record (``SYMBOL_BYTES`` in feedtypes.pxd).
 SYMBOL_BYTES = 40
+#: Bytes of an exchange code in a candle record (``EXCHANGE_BYTES`` in feedtypes.pxd).
+EXCHANGE_BYTES = 12
 
 #: A candle resolved for storage (``CandleRecord``): sinks and the spill file take these.
 RECORD_DTYPE = np.dtype(
@@ -125,6 +127,7 @@ RECORD_DTYPE = np.dtype(
         ("decimals", np.uint8),
         ("final", np.uint8),
         ("symbol", f"S{SYMBOL_BYTES}"),
+        ("exchange", f"S{EXCHANGE_BYTES}"),
     ],
     align=True,
 )

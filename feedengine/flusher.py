@@ -50,6 +50,8 @@ class Flusher:
         Interval minutes by index, for the per-interval row counts.
     spill
         Where rows wait while the sink is unavailable; without one, a failed write is fatal.
+    sink_ok
+        Whether the sink opened (False: it was unavailable at start).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class Flusher:
         batch_rows: int = BATCH_ROWS,
         retry_first_s: float = RETRY_FIRST_S,
         retry_cap_s: float = RETRY_CAP_S,
+        sink_ok: bool = True,
     ) -> None:
         self.kernel = kernel
         self.resolve = resolve
@@ -77,8 +80,9 @@ class Flusher:
         self.rows_by_interval = dict.fromkeys(intervals, 0)
         self.flushes = 0
         self.failures = 0
-        #: Whether the last write reached the sink (for the heartbeat's "database ok").
-        self.sink_ok = True
+        #: Whether the sink took the last write, or opened when none was tried yet (the
+        #: heartbeat's "database ok").
+        self.sink_ok = sink_ok
         self._buf = np.empty(batch_rows, CANDLE_ROW_DTYPE)
         self._retry_delay = retry_first_s
         self._retry_at = 0.0
@@ -111,11 +115,9 @@ class Flusher:
                         self._drained.notify_all()
                     if n == len(self._buf):
                         continue
-                if self.spilled and time.monotonic() >= self._retry_at:
-                    self._drain_spill()
+                if self.spilled and (stopping or time.monotonic() >= self._retry_at):
+                    self._drain_spill()  # stopping: one last try, whatever the backoff
                 if stopping and self.kernel.pending == 0:
-                    if self.spilled:
-                        self._drain_spill()  # one last try, whatever the backoff
                     return
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
@@ -144,6 +146,7 @@ class Flusher:
             self._spill(records, e)
             return
         self._count(records)
+        self.sink_ok = True
         log.debug("flushed %d candle rows", len(records))
 
     def _spill(self, records: np.ndarray, error: Exception) -> None:
@@ -164,13 +167,15 @@ class Flusher:
         )
         self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
 
+    def _write(self, records: np.ndarray) -> None:
+        self.sink.write(records)
+        self._count(records)
+
     def _drain_spill(self) -> None:
         assert self.spill is not None
         total = self.spilled
         try:
-            for block in self.spill.blocks(self.batch_rows):
-                self.sink.write(block)
-                self._count(block)
+            self.spill.drain(self._write, self.batch_rows)
         except SinkUnavailable as e:
             self.failures += 1
             self._retry_at = time.monotonic() + self._retry_delay
@@ -182,7 +187,6 @@ class Flusher:
             )
             self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
             return
-        self.spill.clear()
         self.sink_ok = True
         self._retry_delay = self.retry_first_s
         log.info("database back: wrote %d spilled candle rows", total)

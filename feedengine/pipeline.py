@@ -18,6 +18,7 @@ import numpy as np
 from feedengine import _wire
 from feedengine.candles import CandleEngine
 from feedengine.dtypes import KTICK_DTYPE
+from feedengine.errors import SinkUnavailable
 from feedengine.flusher import RETRY_FIRST_S, Flusher
 from feedengine.freshness import Staleness
 from feedengine.sink import Sink
@@ -180,7 +181,15 @@ class Pipeline:
         the source position, so a restart resumes them.
         """
         engine = self.engine
-        self.sink.open(engine.intervals)
+        try:
+            self.sink.open(engine.intervals, engine.instruments)
+            sink_ok = True
+        except SinkUnavailable as e:
+            log.error("database unavailable at start (%s); candles will be spilled and retried", e)
+            sink_ok = False
+        except BaseException:
+            self.sink.close()  # it may hold a connection and a thread
+            raise
         flusher = self.flusher = Flusher(
             engine.kernel,
             engine.resolve,
@@ -188,6 +197,7 @@ class Pipeline:
             engine.intervals,
             spill=self.spill,
             retry_first_s=self.retry_first_s,
+            sink_ok=sink_ok,
         )
         if self.checkpoint is not None and self.checkpoint.exists():
             if engine.load_checkpoint(self.checkpoint, source.resume):

@@ -147,8 +147,8 @@ def run_service(
         if args.csv:
             sink = CsvSink(args.csv)
         else:
-            sink = PostgresSink(db(), config.tables(intervals))
-            spill = SpillFile(config.spill_path)
+            sink = PostgresSink(db(), config.table_names)
+            spill = SpillFile(config.spill_path, run.instruments)
         checkpoint: Path | None = None
         if run.role != "simulate":  # each simulation is a new market: nothing to resume
             checkpoint = config.checkpoint_path(run.role)

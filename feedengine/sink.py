@@ -8,6 +8,7 @@ overwrites; the CSV sink is an append-only log, the last line for a candle wins)
 
 import csv
 import os
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,30 +17,38 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from feedengine.errors import SinkDataError, SinkUnavailable
+from feedengine.instruments import Instrument
 from feedengine.segments import IST, price_text
 from feedengine.sessions import NS_PER_S
 
-#: One candle as Python values: (minutes, symbol, IST bucket start, o, h, l, c, volume).
-CandleTuple = tuple[int, str, datetime, Decimal, Decimal, Decimal, Decimal, int]
+#: One candle as Python values:
+#: (minutes, symbol, exchange, IST bucket start, o, h, l, c, volume).
+CandleTuple = tuple[int, str, str, datetime, Decimal, Decimal, Decimal, Decimal, int]
 
 
 def candle_tuples(records: np.ndarray) -> list[CandleTuple]:
     """``RECORD_DTYPE`` records as Python values with exact decimal prices (not for hot paths)."""
     out: list[CandleTuple] = []
     for r in records.tolist():
-        start_ns, volume, o, h, lo, c, minutes, decimals, _final, symbol = r
+        start_ns, volume, o, h, lo, c, minutes, decimals, _final, symbol, exchange = r
         div = 10**decimals
         po, ph, pl, pc = (Decimal(price_text(p, div)) for p in (o, h, lo, c))
         start = datetime.fromtimestamp(start_ns // NS_PER_S, IST)
-        out.append((minutes, symbol.decode(), start, po, ph, pl, pc, volume))
+        out.append((minutes, symbol.decode(), exchange.decode(), start, po, ph, pl, pc, volume))
     return out
 
 
 class Sink(Protocol):
     """A destination for candle rows."""
 
-    def open(self, intervals: tuple[int, ...]) -> None:
-        """Prepare to receive candles of these intervals (connect, create tables)."""
+    def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
+        """Prepare to receive the candles of these intervals and instruments (connect,
+        create tables, check that the instruments' candles can be kept apart).
+
+        Raises :class:`~feedengine.errors.SinkUnavailable` when the destination cannot be
+        reached now (the run goes on, spilling), any other ``FeedError`` when it cannot be
+        used at all.
+        """
         ...
 
     def write(self, records: np.ndarray) -> None:
@@ -52,18 +61,19 @@ class Sink(Protocol):
 
 
 class MemorySink:
-    """Keeps the latest version of each candle in a dict (tests, ``--sink memory``)."""
+    """Keeps the latest version of each candle in a dict (tests): keyed by (minutes, symbol,
+    exchange, IST bucket start)."""
 
     def __init__(self) -> None:
-        self.candles: dict[tuple[int, str, datetime], tuple[Decimal | int, ...]] = {}
+        self.candles: dict[tuple[int, str, str, datetime], tuple[Decimal | int, ...]] = {}
         self.writes = 0
 
-    def open(self, intervals: tuple[int, ...]) -> None:
+    def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
         pass
 
     def write(self, records: np.ndarray) -> None:
-        for minutes, symbol, start, o, h, lo, c, volume in candle_tuples(records):
-            self.candles[(minutes, symbol, start)] = (o, h, lo, c, volume)
+        for minutes, symbol, exchange, start, o, h, lo, c, volume in candle_tuples(records):
+            self.candles[(minutes, symbol, exchange, start)] = (o, h, lo, c, volume)
         self.writes += 1
 
     def close(self) -> None:
@@ -71,41 +81,62 @@ class MemorySink:
 
 
 class CsvSink:
-    """Appends rows to a CSV file: ``datetime,tradingsymbol,interval,open,high,low,close,volume``.
+    """Appends rows to a CSV file:
+    ``datetime,tradingsymbol,interval,open,high,low,close,volume,exchange``.
 
     ``datetime`` is the IST wall-clock bucket start. Re-emitted candles (in-progress
-    snapshots, late updates) appear again; the last line of a candle is its value.
+    snapshots, late updates) appear again; the last line of a candle is its value. The
+    exchange comes last, so that readers of the earlier columns by position keep working.
     """
 
-    HEADER = ("datetime", "tradingsymbol", "interval", "open", "high", "low", "close", "volume")
+    HEADER = (
+        "datetime",
+        "tradingsymbol",
+        "interval",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "exchange",
+    )
 
     def __init__(self, path: os.PathLike[str] | str) -> None:
         self.path = Path(path)
         self._file: TextIO | None = None
 
-    def open(self, intervals: tuple[int, ...]) -> None:
+    def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
         """Open the file for appending.
 
         Raises
         ------
         SinkDataError
-            The file cannot be written (a missing folder, no permission): retrying cannot help.
+            The file cannot be written (a missing folder, no permission), or it has other
+            columns (an earlier version's, without the exchange): retrying cannot help.
         """
         try:
-            self._file = open(self.path, "a", newline="")  # noqa: SIM115 - closed by close()
+            self._file = open(self.path, "a+", newline="")  # noqa: SIM115 - closed by close()
             if self._file.tell() == 0:
                 csv.writer(self._file).writerow(self.HEADER)
+                return
+            self._file.seek(0)
+            header = next(csv.reader([self._file.readline()]), [])
         except OSError as e:
             raise SinkDataError(f"cannot write CSV file {self.path}: {e.strerror}") from None
+        if tuple(header) != self.HEADER:
+            self.close()
+            raise SinkDataError(
+                f"CSV file {self.path} has the columns {','.join(header)}, not "
+                f"{','.join(self.HEADER)}: move it aside or name another file"
+            )
 
     def write(self, records: np.ndarray) -> None:
         assert self._file is not None, "open() first"
         writer = csv.writer(self._file)
         try:
-            for minutes, symbol, start, o, h, lo, c, volume in candle_tuples(records):
-                writer.writerow(
-                    (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, minutes, o, h, lo, c, volume)
-                )
+            for minutes, symbol, exchange, start, o, h, lo, c, volume in candle_tuples(records):
+                dt = start.strftime("%Y-%m-%d %H:%M:%S")
+                writer.writerow((dt, symbol, minutes, o, h, lo, c, volume, exchange))
             self._file.flush()
         except OSError as e:  # a full disk: the rows are spilled and retried
             raise SinkUnavailable(f"cannot write CSV file {self.path}: {e.strerror}") from None

@@ -243,7 +243,7 @@ def test_sigterm_mid_replay_writes_open_candles_checkpoints_and_resumes(
         got = {(minutes, sym, dt): (o, h, lo, c, v) for dt, sym, o, h, lo, c, v in rows}
         mine = {
             (m, sym, dt.replace(tzinfo=None)): v
-            for (m, sym, dt), v in want.candles.items()
+            for (m, sym, _exchange, dt), v in want.candles.items()
             if m == minutes
         }
         assert got == mine

@@ -1,30 +1,33 @@
 """PostgreSQL sink against a real server: round trip, idempotence, schemas, faults, restart."""
 
+import re
 import subprocess
 import sys
 import threading
 from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
-import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedengine import _pgcopy
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, check_database, table_names
+from feedengine.database import PostgresSink, check_database
 from feedengine.dtypes import RECORD_DTYPE
-from feedengine.errors import SinkDataError, SinkUnavailable
+from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
+from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.reference import pgcopy as ref_pgcopy
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
+from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader, TickWriter
 
 INTERVALS = (1, 5, 15)
+DOWN = "postgresql://nobody@127.0.0.1:1/none"
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +58,21 @@ def run_replay(
 
 def table_rows(pg, name):
     return pg.execute(
-        f"SELECT datetime::text, tradingsymbol, open::text, high::text, low::text, "
-        f'close::text, volume FROM "{name}" ORDER BY 2, 1'
+        f"SELECT datetime::text, tradingsymbol, exchange, open::text, high::text, low::text, "
+        f'close::text, volume FROM "{name}" ORDER BY 2, 1, 3'
     ).fetchall()
 
 
-def memory_rows(sink, minutes):
+def memory_rows(sink, minutes, exchange=True):
+    """The candles of ``sink`` as :func:`table_rows` gives them (without the exchange
+    column for ``exchange=False``)."""
     out = []
-    for (m, symbol, start), (o, h, lo, c, v) in sink.candles.items():
+    for (m, symbol, exch, start), (o, h, lo, c, v) in sink.candles.items():
         if m == minutes:
-            out.append(
-                (start.strftime("%Y-%m-%d %H:%M:%S"), symbol, str(o), str(h), str(lo), str(c), v)
-            )
-    return sorted(out, key=lambda r: (r[1], r[0]))
+            dt = start.strftime("%Y-%m-%d %H:%M:%S")
+            key = (dt, symbol, exch) if exchange else (dt, symbol)
+            out.append((*key, str(o), str(h), str(lo), str(c), v))
+    return sorted(out, key=lambda r: (r[1], r[0], r[2]))
 
 
 @pytest.fixture(scope="module")
@@ -79,21 +84,21 @@ def expected(day_file):
 
 def test_round_trip_exact_numeric(pg, pg_dsn, table_prefix, day_file, expected):
     tables = table_names(INTERVALS, table_prefix)
-    summary = run_replay(day_file, PostgresSink(pg_dsn, tables))
+    summary = run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))
     assert summary.spilled == 0
     for minutes, name in tables.items():
         got = table_rows(pg, name)
         assert got == memory_rows(expected, minutes)
         assert len(got) == summary.candles[minutes] > 0
     # Exact decimals, with the segment's number of places.
-    assert all(len(r[2].split(".")[1]) in (2, 4, 7) for r in table_rows(pg, tables[1]))
+    assert all(len(r[3].split(".")[1]) in (2, 4, 7) for r in table_rows(pg, tables[1]))
 
 
 def test_replaying_twice_is_idempotent(pg, pg_dsn, table_prefix, day_file):
     tables = table_names(INTERVALS, table_prefix)
-    run_replay(day_file, PostgresSink(pg_dsn, tables))
+    run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))
     first = {m: table_rows(pg, n) for m, n in tables.items()}
-    run_replay(day_file, PostgresSink(pg_dsn, tables))
+    run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))
     assert {m: table_rows(pg, n) for m, n in tables.items()} == first
 
 
@@ -108,24 +113,69 @@ def test_replaying_twice_is_idempotent(pg, pg_dsn, table_prefix, day_file):
         "low NUMERIC, close NUMERIC, volume BIGINT",
     ],
 )
-def test_existing_tables_are_used_as_they_are(pg, pg_dsn, table_prefix, day_file, expected, ddl):
+def test_existing_tables_are_used_as_they_are(
+    pg, pg_dsn, table_prefix, day_file, expected, ddl, caplog
+):
     tables = table_names((5,), table_prefix)
     pg.execute(f'CREATE TABLE "{tables[5]}" ({ddl})')
     for _ in range(2):  # twice: a table without a key must still hold each candle once
-        summary = run_replay(day_file, PostgresSink(pg_dsn, tables), intervals=(5,))
+        summary = run_replay(
+            day_file, PostgresSink(pg_dsn, TableNames(table_prefix)), intervals=(5,)
+        )
         assert summary.spilled == 0
     pg.execute("SET TIME ZONE 'Asia/Kolkata'")
     got = pg.execute(
         f"SELECT to_char(datetime, 'YYYY-MM-DD HH24:MI:SS'), tradingsymbol, open::text, "
         f'high::text, low::text, close::text, volume FROM "{tables[5]}" ORDER BY 2, 1'
     ).fetchall()
-    want = memory_rows(expected, 5)
+    want = memory_rows(expected, 5, exchange=False)
     if "NUMERIC(12,2)" in ddl:  # the column rounds to 2 places; CDS prices lose digits
+        assert f"table {tables[5]} rounds prices: column(s) open keep 2 decimal(s)" in caplog.text
         want = [
             (*r[:2], str(Decimal(r[2]).quantize(Decimal("0.01"), ROUND_HALF_UP)), *r[3:])
             for r in want
         ]
     assert got == want
+
+
+@pytest.mark.parametrize(
+    ("ddl", "text"),
+    [
+        (
+            "datetime TIMESTAMP, tradingsymbol TEXT, open NUMERIC, high NUMERIC, "
+            "close NUMERIC, volume BIGINT",
+            "lacks column(s) low",
+        ),
+        (
+            "datetime TEXT, tradingsymbol TEXT, open NUMERIC, high NUMERIC, low NUMERIC, "
+            "close NUMERIC, volume BIGINT",
+            "column datetime is text; expected TIMESTAMP or TIMESTAMPTZ",
+        ),
+    ],
+)
+def test_an_unusable_table_is_one_line_at_start(pg, pg_dsn, table_prefix, day_file, ddl, text):
+    name = table_prefix.format(interval=5)
+    pg.execute(f'CREATE TABLE "{name}" ({ddl})')
+    with pytest.raises(SchemaError, match=re.escape(f"table {name}") + ".*" + re.escape(text)):
+        PostgresSink(pg_dsn, TableNames(table_prefix)).open((5,), [])
+    proc = subprocess.run(
+        [sys.executable, "-m", "feedengine", "--replay", str(day_file), "--intervals", "5"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "PG_CONN_STR": pg_dsn,
+            "CANDLE_TABLE_TEMPLATE": table_prefix,
+            "FEEDENGINE_HOME": str(day_file.parent / "home"),
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == f"feedengine: error: table {name}" + (
+        f" {text}; feedengine writes datetime, tradingsymbol, open, high, low, close, volume"
+        if "lacks" in text
+        else f": {text}"
+    )
 
 
 def test_integer_volume_overflow_names_the_row(pg, pg_dsn, table_prefix, tmp_path):
@@ -135,13 +185,13 @@ def test_integer_volume_overflow_names_the_row(pg, pg_dsn, table_prefix, tmp_pat
         "open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC, volume INTEGER, "
         "PRIMARY KEY (tradingsymbol, datetime))"
     )
-    sink = PostgresSink(pg_dsn, tables)
-    sink.open((5,))
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
+    sink.open((5,), [])
     rec = np.zeros(1, RECORD_DTYPE)
-    rec[0] = (1_705_290_300 * 10**9, 2**31, 100, 100, 100, 100, 5, 2, 1, b"RELIANCE")
+    rec[0] = (1_705_290_300 * 10**9, 2**31, 100, 100, 100, 100, 5, 2, 1, b"RELIANCE", b"NSE")
     with pytest.raises(
         SinkDataError,
-        match=r"volume 2147483648 of RELIANCE 5-minute candle "
+        match=r"volume 2147483648 of NSE:RELIANCE 5-minute candle "
         r"at 2024-01-15 09:15 does not fit",
     ):
         sink.write(rec)
@@ -152,7 +202,7 @@ def test_database_down_spills_then_drains_in_order(
     pg, pg_dsn, table_prefix, day_file, expected, tmp_path
 ):
     tables = table_names(INTERVALS, table_prefix)
-    sink = PostgresSink(pg_dsn, tables)
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
     state = {"writes": 0}
     real_write = sink.write
 
@@ -188,23 +238,85 @@ records = st.lists(
         st.text(
             st.characters(exclude_characters="\x00", exclude_categories=("Cs",)), max_size=12
         ).map(str.encode),
+        st.sampled_from([b"", b"NSE", b"BSE", b"INDICES", b"X" * 12]),
     ),
     max_size=30,
 )
 
 
 @settings(max_examples=200, deadline=None)
-@given(records, st.sampled_from([0, 1, 2]))
-def test_encoder_equals_reference(rows, layout):
+@given(records, st.sampled_from([0, 1, 2]), st.booleans())
+def test_encoder_equals_reference(rows, layout, exchange):
     arr = np.array(rows, RECORD_DTYPE)
-    assert bytes(_pgcopy.encode(arr, layout)) == ref_pgcopy.encode(arr, layout)
+    assert bytes(_pgcopy.encode(arr, layout, exchange)) == ref_pgcopy.encode(arr, layout, exchange)
 
 
 def test_sink_unavailable_when_server_is_unreachable():
-    sink = PostgresSink("postgresql://nobody@127.0.0.1:1/none", {5: "x"})
-    sink.open((5,))  # logs, does not raise: rows will be spilled
+    sink = PostgresSink(DOWN, TableNames("x_{interval}"))
+    with pytest.raises(SinkUnavailable, match="Connection refused"):
+        sink.open((5,), [])  # the pipeline logs it and spills
     with pytest.raises(SinkUnavailable):
         sink.write(np.zeros(1, RECORD_DTYPE))
+
+
+class WaitingSource:
+    """A source that delivers nothing until it is stopped."""
+
+    name = "waiting"
+
+    def __init__(self):
+        self.instruments = [Instrument(408065, "INFY", "NSE")]
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+
+    def start(self):
+        self.started.set()
+
+    def stop(self):
+        self.stopped.set()
+
+    def batches(self):
+        self.stopped.wait(60)
+        return iter(())
+
+    def position(self):
+        return {}
+
+    def resume(self, position):
+        return False
+
+
+@pytest.mark.parametrize("up", [True, False])
+def test_heartbeat_database_state_is_true_from_the_start(pg_dsn, table_prefix, tmp_path, up):
+    source = WaitingSource()
+    sink = PostgresSink(pg_dsn if up else DOWN, TableNames(table_prefix))
+    engine = CandleEngine(source.instruments, CandleConfig(intervals=(5,)))
+    pipeline = Pipeline(engine, sink, spill=SpillFile(tmp_path / "spill.bin"))
+    thread = threading.Thread(target=pipeline.run, args=(source,), kwargs={"live": True})
+    thread.start()
+    try:
+        assert source.started.wait(30)
+        assert pipeline.status()["database_ok"] is up
+    finally:
+        pipeline.stop()
+        source.stop()
+        thread.join(30)
+    assert not thread.is_alive()
+
+
+def test_spilled_rows_of_other_intervals_reach_their_tables(
+    pg, pg_dsn, table_prefix, day_file, expected, tmp_path
+):
+    tables = TableNames(table_prefix)
+    down = run_replay(day_file, PostgresSink(DOWN, tables), spill=SpillFile(tmp_path / "s.bin"))
+    assert down.spilled > 0  # 1-, 5- and 15-minute rows wait in the spill
+    summary = run_replay(
+        day_file, PostgresSink(pg_dsn, tables), spill=SpillFile(tmp_path / "s.bin"), intervals=(5,)
+    )
+    assert summary.spilled == 0 and SpillFile(tmp_path / "s.bin").rows == 0
+    for minutes, name in tables.of(INTERVALS).items():  # the 1- and 15-minute ones created
+        assert table_rows(pg, name) == memory_rows(expected, minutes)
+        assert summary.candles[minutes] >= len(memory_rows(expected, minutes))
 
 
 def test_check_database_reports_tables(pg_dsn, table_prefix):
@@ -219,9 +331,16 @@ def test_stop_and_restart_give_the_same_rows(
 ):
     tables = table_names(INTERVALS, table_prefix)
     checkpoint = tmp_path / "checkpoint.npz"
-    first = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint, stop_after=3)
+    first = run_replay(
+        day_file,
+        PostgresSink(pg_dsn, TableNames(table_prefix)),
+        checkpoint=checkpoint,
+        stop_after=3,
+    )
     assert not first.finished and checkpoint.exists()
-    second = run_replay(day_file, PostgresSink(pg_dsn, tables), checkpoint=checkpoint)
+    second = run_replay(
+        day_file, PostgresSink(pg_dsn, TableNames(table_prefix)), checkpoint=checkpoint
+    )
     assert second.finished and not checkpoint.exists()
     for minutes, name in tables.items():
         assert table_rows(pg, name) == memory_rows(expected, minutes)
@@ -242,8 +361,13 @@ def test_replay_in_two_files_continues_the_day(
         parts.append(path)
     tables = table_names(INTERVALS, table_prefix)
     checkpoint = tmp_path / "checkpoint.npz"
-    run_replay(parts[0], PostgresSink(pg_dsn, tables), checkpoint=checkpoint, finalize=False)
-    run_replay(parts[1], PostgresSink(pg_dsn, tables), checkpoint=checkpoint)
+    run_replay(
+        parts[0],
+        PostgresSink(pg_dsn, TableNames(table_prefix)),
+        checkpoint=checkpoint,
+        finalize=False,
+    )
+    run_replay(parts[1], PostgresSink(pg_dsn, TableNames(table_prefix)), checkpoint=checkpoint)
     for minutes, name in tables.items():
         assert table_rows(pg, name) == memory_rows(expected, minutes)
 
@@ -291,11 +415,17 @@ def test_cli_test_database_and_replay_into_postgres(
         text=True,
         check=False,
     )
-    assert empty.returncode == 2 and "returned no symbols" in empty.stderr
+    assert empty.returncode == 1 and "returned no symbols" in empty.stderr
 
 
-def test_threads_do_not_leak(day_file):
+def test_threads_do_not_leak(pg, pg_dsn, table_prefix, day_file):
     before = threading.active_count()
     run_replay(day_file, MemorySink())
     assert threading.active_count() == before
-    assert psycopg  # the module under test talks psycopg
+    run_replay(day_file, PostgresSink(pg_dsn, TableNames(table_prefix)))  # + its watchdog
+    assert threading.active_count() == before
+    unusable = table_prefix.replace("_{interval}", "x_{interval}")
+    pg.execute(f'CREATE TABLE "{unusable.format(interval=5)}" (datetime TEXT)')
+    with pytest.raises(SchemaError):  # from the sink's open: the sink is closed all the same
+        run_replay(day_file, PostgresSink(pg_dsn, TableNames(unusable)))
+    assert threading.active_count() == before

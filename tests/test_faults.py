@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.database import PostgresSink, embedded_dsn, table_names
+from feedengine.database import PostgresSink, embedded_dsn
 from feedengine.instruments import Instrument
 from feedengine.live import LiveSource
 from feedengine.mockkite import MockKite, tick_file_source
@@ -18,6 +18,7 @@ from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
+from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader
 from tests.brokers import start_amqtt
 from tests.processes import Service, clean_env, cli, wait_until
@@ -43,15 +44,16 @@ def expected(day):
 def db_candles(conn, tables):
     out = {}
     for minutes, name in tables.items():
-        for dt, sym, o, h, lo, c, v in conn.execute(
-            f'SELECT datetime, tradingsymbol, open, high, low, close, volume FROM "{name}"'
+        for dt, sym, exchange, o, h, lo, c, v in conn.execute(
+            f"SELECT datetime, tradingsymbol, exchange, open, high, low, close, volume "
+            f'FROM "{name}"'
         ):
-            out[(minutes, sym, dt)] = (o, h, lo, c, v)
+            out[(minutes, sym, exchange, dt)] = (o, h, lo, c, v)
     return out
 
 
 def as_naive(candles):
-    return {(m, s, dt.replace(tzinfo=None)): v for (m, s, dt), v in candles.items()}
+    return {(m, s, e, dt.replace(tzinfo=None)): v for (m, s, e, dt), v in candles.items()}
 
 
 @pytest.fixture
@@ -82,7 +84,7 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
     source = ReplaySource(day, speed=6000)  # the 6.6-hour day in about 4 s
     pipeline = Pipeline(
         CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)),
-        PostgresSink(dsn, tables),
+        PostgresSink(dsn, TableNames()),
         spill=SpillFile(tmp_path / "spill.bin"),
         retry_first_s=0.05,
     )
@@ -179,11 +181,11 @@ def test_mqtt_broker_stopped_mid_run_does_not_touch_the_feed(day, expected, tmp_
     assert "lost" in service.stderr
     latest = {}
     for line in out.read_text().splitlines()[1:]:
-        dt, sym, minutes, *values = line.split(",")
-        latest[(int(minutes), sym, dt)] = values
+        dt, sym, minutes, *values, exchange = line.split(",")
+        latest[(int(minutes), sym, exchange, dt)] = values
     want = {
-        (m, s, dt.strftime("%Y-%m-%d %H:%M:%S")): [str(x) for x in v]
-        for (m, s, dt), v in expected.items()
+        (m, s, e, dt.strftime("%Y-%m-%d %H:%M:%S")): [str(x) for x in v]
+        for (m, s, e, dt), v in expected.items()
     }
     assert latest == want
 

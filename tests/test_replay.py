@@ -14,7 +14,7 @@ from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.reference import candles as ref
 from feedengine.replay import ReplaySource
-from feedengine.segments import DIVISORS, IST, price_text
+from feedengine.segments import DIVISORS, IST, exchange_of_segment, price_text
 from feedengine.sink import MemorySink
 from tests.candle_streams import sessions_of, tick_streams
 from tests.tickfiles import write_tick_file
@@ -37,7 +37,8 @@ def expected(kticks, tokens, intervals=INTERVALS):
     out = {}
     for tok, minutes, start, o, h, lo, c, v in result.rows:
         div = int(DIVISORS[tok & 0xFF])
-        key = (minutes, f"SYM{tok}", datetime.fromtimestamp(start // 10**9, IST))
+        start_ist = datetime.fromtimestamp(start // 10**9, IST)
+        key = (minutes, f"SYM{tok}", exchange_of_segment(tok & 0xFF), start_ist)
         out[key] = (*(Decimal(price_text(p, div)) for p in (o, h, lo, c)), v)
     return out
 
@@ -86,9 +87,9 @@ def test_replay_cli_writes_csv_and_summary(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ticks decoded      3" in proc.stdout
     lines = out.read_text().splitlines()
-    assert lines[0] == "datetime,tradingsymbol,interval,open,high,low,close,volume"
-    assert "2024-01-15 09:15:00,SYM408065,1,1573.70,1573.80,1573.70,1573.80,15" in lines
-    assert "2024-01-15 09:15:00,SYM408065,5,1573.70,1573.80,1573.00,1573.00,30" in lines
+    assert lines[0] == "datetime,tradingsymbol,interval,open,high,low,close,volume,exchange"
+    assert "2024-01-15 09:15:00,SYM408065,1,1573.70,1573.80,1573.70,1573.80,15,NSE" in lines
+    assert "2024-01-15 09:15:00,SYM408065,5,1573.70,1573.80,1573.00,1573.00,30,NSE" in lines
 
 
 def test_replay_cli_bad_input_is_one_line(tmp_path):

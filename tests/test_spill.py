@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -13,14 +14,14 @@ from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
-from feedengine.spill import SpillFile
+from feedengine.spill import MAX_BLOCK_ROWS, SpillFile
 
 
 def records(n, start=0):
     r = np.zeros(n, RECORD_DTYPE)
     r["bucket_start_ns"] = (1_705_290_300 + 60 * np.arange(start, start + n)) * 10**9
     r["open"] = r["high"] = r["low"] = r["close"] = np.arange(start, start + n) + 100
-    r["minutes"], r["decimals"], r["final"], r["symbol"] = 1, 2, 1, b"INFY"
+    r["minutes"], r["decimals"], r["final"], r["symbol"], r["exchange"] = 1, 2, 1, b"INFY", b"NSE"
     return r
 
 
@@ -61,6 +62,45 @@ def test_corrupt_block_before_the_end_is_an_error(tmp_path):
     path.write_bytes(b"NOTSPILL" + bytes(8))
     with pytest.raises(SpillError, match="not a spill file"):
         SpillFile(path)
+
+
+def test_a_long_outage_is_loaded_and_drained_in_one_batch_of_memory(tmp_path):
+    # 64 MB of spill (half a day of outage at 9,000 instruments x 3 intervals is ~330 MB).
+    path = tmp_path / "s.bin"
+    spill = SpillFile(path)
+    block = records(MAX_BLOCK_ROWS)
+    n_blocks = 64 * 2**20 // block.nbytes
+    for i in range(n_blocks):
+        block["volume"] = i
+        spill.append(block)
+    batch_bytes = MAX_BLOCK_ROWS * RECORD_DTYPE.itemsize
+    seen = {"rows": 0, "volume": 0}
+
+    def write(batch):
+        seen["rows"] += len(batch)
+        seen["volume"] += int(batch["volume"].sum())
+
+    tracemalloc.start()
+    try:
+        loaded = SpillFile(path)
+        loaded.drain(write, MAX_BLOCK_ROWS)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seen["rows"] == n_blocks * MAX_BLOCK_ROWS and loaded.rows == 0
+    assert seen["volume"] == MAX_BLOCK_ROWS * n_blocks * (n_blocks - 1) // 2
+    assert peak < 3 * batch_bytes, f"peak {peak / 2**20:.1f} MB for a {path.stat().st_size} B file"
+
+
+def test_a_big_append_is_split_into_blocks_and_merged_back_in_order(tmp_path):
+    spill = SpillFile(tmp_path / "s.bin")
+    spill.append(records(2 * MAX_BLOCK_ROWS + 5))
+    again = SpillFile(tmp_path / "s.bin")
+    assert again.rows == 2 * MAX_BLOCK_ROWS + 5
+    sizes = [len(b) for b in again.blocks(MAX_BLOCK_ROWS)]
+    assert sizes == [MAX_BLOCK_ROWS, MAX_BLOCK_ROWS, 5]
+    got = np.concatenate(list(again.blocks(10 * MAX_BLOCK_ROWS)))
+    assert got["open"].tolist() == list(range(100, 100 + 2 * MAX_BLOCK_ROWS + 5))
 
 
 class FlakySink(MemorySink):
@@ -116,6 +156,29 @@ def test_spill_found_at_start_is_written_first(day, tmp_path):
     summary, _ = replay(day, sink, SpillFile(tmp_path / "s.bin"))
     assert sink.blocks[0]["symbol"].tolist() == [b"OLDROWS", b"OLDROWS"]
     assert summary.spilled == 0 and SpillFile(tmp_path / "s.bin").rows == 0
+
+
+def test_a_retry_continues_after_the_batches_already_written(day, tmp_path):
+    spill = SpillFile(tmp_path / "s.bin")
+    n = MAX_BLOCK_ROWS // 2 + 1  # one block per batch
+    for i in range(5):
+        old = records(n, n * i)
+        old["symbol"] = b"OLDROWS"
+        spill.append(old)
+
+    class FailsThirdWrite(FlakySink):
+        def write(self, records):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 3:
+                raise SinkUnavailable("server closed the connection")
+            super().write(records)
+
+    sink = FailsThirdWrite(0)
+    summary, pipeline = replay(day, sink, SpillFile(tmp_path / "s.bin"))
+    assert pipeline.flusher.failures == 1 and summary.spilled == 0
+    old_rows = np.concatenate([b[b["symbol"] == b"OLDROWS"] for b in sink.blocks])
+    # Each spilled row reached the sink once: the retry did not write blocks 1 and 2 again.
+    assert old_rows["open"].tolist() == list(range(100, 100 + 5 * n))
 
 
 def test_stop_with_rows_still_spilled_says_so_and_fails(day, tmp_path):

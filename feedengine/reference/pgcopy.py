@@ -40,19 +40,20 @@ def _field(data: bytes) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
-def encode(records: np.ndarray, layout: int = 0) -> bytes:
+def encode(records: np.ndarray, layout: int = 0, exchange: bool = True) -> bytes:
     """The PGCOPY stream of ``RECORD_DTYPE`` records: layout 0 for the staging table, 1 for
-    a candle table with TIMESTAMP (IST wall clock), 2 with TIMESTAMPTZ (the instant)."""
+    a candle table with TIMESTAMP (IST wall clock), 2 with TIMESTAMPTZ (the instant); the
+    exchange after the symbol unless ``exchange`` is False."""
     out = [b"PGCOPY\n\xff\r\n\x00", struct.pack(">ii", 0, 0)]
     for r in records.tolist():
-        start_ns, volume, o, h, lo, c, minutes, decimals, _final, symbol = r
+        start_ns, volume, o, h, lo, c, minutes, decimals, _final, symbol, exch = r
         utc_us = start_ns // 1000 - PG_EPOCH_US
         wall, instant = struct.pack(">q", utc_us + IST_OFFSET_US), struct.pack(">q", utc_us)
-        symbol = symbol.rstrip(b"\x00")
+        texts = [symbol.rstrip(b"\x00")] + ([exch.rstrip(b"\x00")] if exchange else [])
         if layout == 0:
-            fields = [struct.pack(">h", minutes), symbol, wall, instant]
+            fields = [struct.pack(">h", minutes), *texts, wall, instant]
         else:
-            fields = [wall if layout == 1 else instant, symbol]
+            fields = [wall if layout == 1 else instant, *texts]
         fields += [numeric(Decimal(p).scaleb(-decimals), decimals) for p in (o, h, lo, c)]
         fields.append(struct.pack(">q", volume))
         out.append(struct.pack(">h", len(fields)) + b"".join(map(_field, fields)))

@@ -1,0 +1,473 @@
+"""The candle tables (SPEC section 5): their names, the schema of an existing one, creating a
+missing one, whether one keeps the run's instruments apart, the advisory lock of concurrent
+writers, and the SQL that merges staged candles into them."""
+
+import dataclasses
+import logging
+import re
+import zlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from feedengine import _pgcopy
+from feedengine.errors import SchemaError
+from feedengine.instruments import Instrument
+from feedengine.segments import DIVISORS
+
+log = logging.getLogger(__name__)
+
+#: The seed's table naming: one table per interval.
+DEFAULT_TABLE_TEMPLATE = "merged_candles_{interval}min"
+STAGING = "feedengine_staging"
+REQUIRED_COLUMNS = ("datetime", "tradingsymbol", "open", "high", "low", "close", "volume")
+#: PostgreSQL keeps this many bytes of a name (NAMEDATALEN - 1) and silently cuts the rest.
+MAX_NAME_BYTES = 63
+#: A plain SQL identifier: a table name, or a schema's.
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+#: Intervals a template is tried with when it is checked: the shortest and longest names.
+_CHECK_INTERVALS = (1, 1440)
+#: First key of feedengine's advisory locks (pg_advisory_xact_lock(int, int)), "FEED" in
+#: ASCII, so that other applications' locks on the same server do not collide with them.
+LOCK_CLASS = 0x46454544
+
+
+def check_table_name(name: str) -> str:
+    """``name`` when it is a table name feedengine can use: ``table`` or ``schema.table``.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong.
+    """
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"{name!r} is not a table name: expected letters, digits and underscores, "
+            "optionally schema-qualified (schema.table)"
+        )
+    long = [p for p in parts if len(p.encode()) > MAX_NAME_BYTES]
+    if long:
+        raise ValueError(f"{long[0]!r} is longer than PostgreSQL's {MAX_NAME_BYTES} bytes")
+    return name
+
+
+def check_template(template: str) -> str:
+    """``template`` when it makes a valid table name for every interval.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong.
+    """
+    if "{interval}" not in template:
+        raise ValueError("must contain {interval}")
+    for minutes in _CHECK_INTERVALS:
+        try:
+            name = template.format(interval=minutes)
+        except (KeyError, IndexError, ValueError):
+            raise ValueError("braces may hold only {interval}") from None
+        check_table_name(name)
+    return template
+
+
+@dataclass(frozen=True)
+class TableNames:
+    """The candle table of any interval: ``template`` with the interval's minutes, except that
+    ``five_minute`` (when given) names the 5-minute table (the seed's ``CANDLE_TABLE_NAME``).
+
+    Raises
+    ------
+    ValueError
+        From the constructor, for a template or a name that makes no valid table name.
+    """
+
+    template: str = DEFAULT_TABLE_TEMPLATE
+    five_minute: str | None = None
+
+    def __post_init__(self) -> None:
+        check_template(self.template)
+        if self.five_minute:
+            check_table_name(self.five_minute)
+
+    def __call__(self, minutes: int) -> str:
+        if minutes == 5 and self.five_minute:
+            return self.five_minute
+        return self.template.format(interval=minutes)
+
+    def of(self, intervals: tuple[int, ...]) -> dict[int, str]:
+        """Table name per interval."""
+        return {m: self(m) for m in intervals}
+
+
+def table_names(
+    intervals: tuple[int, ...],
+    template: str = DEFAULT_TABLE_TEMPLATE,
+    five_minute: str | None = None,
+) -> dict[int, str]:
+    """Table name per interval from ``template``; ``five_minute`` overrides the 5-minute one."""
+    return TableNames(template, five_minute).of(intervals)
+
+
+def identifier(name: str) -> sql.Identifier:
+    """A (schema-qualified) table name as SQL, quoted: its case is kept."""
+    return sql.Identifier(*name.split("."))
+
+
+def quoted(name: str) -> str:
+    """A checked table name as SQL text, quoted like :func:`identifier` (for ``SYMBOLS_QUERY``
+    and ``to_regclass``)."""
+    return ".".join(f'"{part}"' for part in check_table_name(name).split("."))
+
+
+#: Column sets of the unique keys candles are merged on, sorted like :func:`inspect_table`'s.
+KEY = ("datetime", "tradingsymbol")
+KEY_EXCHANGE = ("datetime", "exchange", "tradingsymbol")
+#: Type names (``format_type`` without the modifier) that hold a symbol or an exchange code.
+_TEXT_TYPES = ("text", "character varying", "character")
+
+
+@dataclass(frozen=True)
+class KeyIndex:
+    """The unique index behind a key, for the statements that replace it."""
+
+    name: str
+    #: ``p`` primary key, ``u`` unique constraint, ``None`` a unique index of its own.
+    constraint: str | None
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """How an existing candle table stores a candle."""
+
+    name: str
+    datetime_type: str  # "timestamp without time zone" | "timestamp with time zone"
+    volume_type: str
+    #: :data:`KEY` or :data:`KEY_EXCHANGE`: the unique key candles are merged on (the former
+    #: when both exist); None: none, written by delete-then-insert.
+    key: tuple[str, ...] | None
+    #: Whether the table has an ``exchange`` column (written whatever the key).
+    has_exchange: bool
+    #: Decimal places of each price column of type ``NUMERIC(p, s)`` (None: no limit).
+    price_scales: tuple[int | None, ...] = (None, None, None, None)
+    key_index: KeyIndex | None = None
+    created: bool = False
+    #: Column types that take the candle-table COPY layout as it is (NUMERIC prices, text
+    #: symbol and exchange, BIGINT volume), and a unique key to notice a candle that
+    #: already exists.
+    direct_copy: bool = False
+
+    @property
+    def stores_instant(self) -> bool:
+        return self.datetime_type == "timestamp with time zone"
+
+    @property
+    def keyed_by_exchange(self) -> bool:
+        """Whether candles of two exchanges with one symbol stay apart in this table."""
+        return self.has_exchange and self.key != KEY
+
+    def describe(self) -> str:
+        if self.key is None:
+            key = "no unique key: written by delete-then-insert"
+        else:
+            key = f"unique key ({', '.join(c for c in KEY_EXCHANGE if c in self.key)})"
+        made = "created" if self.created else "found"
+        exchange = "exchange column" if self.has_exchange else "no exchange column"
+        return (
+            f"{self.name}: {made}; datetime {self.datetime_type}, volume {self.volume_type}, "
+            f"{exchange}, {key}"
+        )
+
+
+_UNIQUE_KEYS = (
+    "SELECT ic.relname, con.contype, "
+    "(SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_attribute a "
+    " WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)) "
+    "FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid "
+    "WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL "
+    "AND i.indexprs IS NULL"
+)
+
+
+def _base_type(type_name: str) -> str:
+    return type_name.split("(")[0]
+
+
+def _scale(type_name: str) -> int | None:
+    """The scale of ``numeric(p,s)``; None for ``numeric`` or any other type."""
+    if _base_type(type_name) != "numeric" or "," not in type_name:
+        return None
+    return int(type_name.split(",")[1].rstrip(")"))
+
+
+def inspect_table(conn: psycopg.Connection[Any], name: str) -> TableInfo | None:
+    """Describe table ``name``, or None when it does not exist.
+
+    Raises
+    ------
+    SchemaError
+        A column feedengine writes is missing or of a type it cannot write.
+    """
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped",
+        (quoted(name),),
+    ).fetchall()
+    if not rows:
+        return None
+    columns = {str(n): str(t) for n, t in rows}
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise SchemaError(
+            f"table {name} lacks column(s) {', '.join(missing)}; feedengine "
+            f"writes {', '.join(REQUIRED_COLUMNS)}"
+        )
+    dt = columns["datetime"]
+    if dt not in ("timestamp without time zone", "timestamp with time zone"):
+        raise SchemaError(
+            f"table {name}: column datetime is {dt}; expected TIMESTAMP or TIMESTAMPTZ"
+        )
+    has_exchange = "exchange" in columns
+    texts = ["tradingsymbol", *(["exchange"] if has_exchange else [])]
+    for column in texts:
+        if _base_type(columns[column]) not in _TEXT_TYPES:
+            raise SchemaError(
+                f"table {name}: column {column} is {columns[column]}; expected VARCHAR or TEXT"
+            )
+    keys = {
+        tuple(cols): KeyIndex(str(index), None if kind is None else str(kind))
+        for index, kind, cols in conn.execute(_UNIQUE_KEYS, (quoted(name),)).fetchall()
+    }
+    key: tuple[str, ...] | None = None
+    if KEY in keys:
+        key = KEY
+    elif has_exchange and KEY_EXCHANGE in keys:
+        key = KEY_EXCHANGE
+    prices = ("open", "high", "low", "close")
+    direct = (
+        key is not None
+        and columns["volume"] == "bigint"
+        and all(_base_type(columns[c]) in ("text", "character varying") for c in texts)
+        and all(_base_type(columns[c]) == "numeric" for c in prices)
+    )
+    return TableInfo(
+        name,
+        dt,
+        _base_type(columns["volume"]),
+        key,
+        has_exchange,
+        price_scales=tuple(_scale(columns[c]) for c in prices),
+        key_index=keys.get(KEY),
+        direct_copy=direct,
+    )
+
+
+def lock_key(name: str) -> int:
+    """The second key of table ``name``'s advisory lock: a signed 32-bit hash of the name
+    as configured (every writer of a table names it alike)."""
+    key = zlib.crc32(name.encode())
+    return key - 2**32 if key >= 2**31 else key
+
+
+def lock_table(conn: psycopg.Connection[Any], name: str) -> None:
+    """Take table ``name``'s advisory lock until the end of the current transaction.
+
+    Writers that must not interleave take it: two first starts creating the table (the
+    loser of ``CREATE TABLE IF NOT EXISTS`` gets a UniqueViolation), and two writers of a
+    table without a unique key (each one's delete misses the other's uncommitted rows, so
+    both inserts stay: candles doubled). Taken in a statement of its own, so that the
+    next statement's snapshot sees what the previous holder committed.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
+
+
+def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
+    """Describe ``name``, creating it when it is missing (in the caller's transaction,
+    holding the table's lock: another feedengine may be creating it at the same time).
+
+    A created table has an ``exchange`` column and the primary key (tradingsymbol,
+    datetime, exchange): instruments of two exchanges with one trading symbol (NSE and BSE,
+    MCX and NCO) keep their own candles, and queries by symbol and time use the key's prefix.
+    """
+    info = inspect_table(conn, name)
+    if info is not None:
+        return info
+    lock_table(conn, name)
+    info = inspect_table(conn, name)  # the other creator's table, if one was first
+    if info is not None:
+        return info
+    conn.execute(
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
+            "tradingsymbol VARCHAR NOT NULL, exchange VARCHAR NOT NULL, open NUMERIC, "
+            "high NUMERIC, low NUMERIC, close NUMERIC, volume BIGINT, "
+            "PRIMARY KEY (tradingsymbol, datetime, exchange))"
+        ).format(identifier(name))
+    )
+    info = inspect_table(conn, name)
+    assert info is not None
+    return dataclasses.replace(info, created=True)
+
+
+def _keying_statements(info: TableInfo, exchange: str) -> str:
+    """SQL that lets ``info``'s table keep candles apart by exchange (existing rows get
+    ``exchange``)."""
+    table = quoted(info.name)
+    changes = []
+    if not info.has_exchange:
+        changes.append(f"ADD COLUMN exchange VARCHAR NOT NULL DEFAULT '{exchange}'")
+    before = ""
+    index = info.key_index
+    if index is not None:
+        columns = "(tradingsymbol, datetime, exchange)"
+        if index.constraint is None:
+            schema = info.name.rpartition(".")[0]
+            before = f"DROP INDEX {quoted(f'{schema}.{index.name}' if schema else index.name)}; "
+        else:
+            changes.append(f"DROP CONSTRAINT {quoted(index.name)}")
+        changes.append(f"ADD {'PRIMARY KEY' if index.constraint == 'p' else 'UNIQUE'} {columns}")
+    return f"{before}ALTER TABLE {table} {', '.join(changes)}"
+
+
+def refuse_clashes(info: TableInfo, instruments: Sequence[Instrument]) -> None:
+    """Refuse a table that would merge the candles of two of these instruments.
+
+    Raises
+    ------
+    SchemaError
+        Two instruments share a trading symbol and the table is not keyed by exchange. The
+        message names them, the table, and how to go on.
+    """
+    if info.keyed_by_exchange:
+        return
+    by_symbol: dict[str, list[Instrument]] = {}
+    for inst in instruments:
+        by_symbol.setdefault(inst.tradingsymbol, []).append(inst)
+    clashes = [same for same in by_symbol.values() if len({i.exchange for i in same}) > 1]
+    if clashes:
+        names = " and ".join(f"{i.exchange}:{i.tradingsymbol}" for i in clashes[0])
+        more = f" (and {len(clashes) - 1} more symbol(s))" if len(clashes) > 1 else ""
+        common = Counter(i.exchange for i in instruments).most_common(1)[0][0]
+        raise SchemaError(
+            f"instruments {names}{more} share a trading symbol, and table {info.name} "
+            "keeps one candle per (tradingsymbol, datetime), so their candles would "
+            "overwrite each other. Subscribe only one of them, or key the table by "
+            f"exchange (existing rows get {common}): {_keying_statements(info, common)}"
+        )
+
+
+def rounding(info: TableInfo, instruments: Sequence[Instrument]) -> str | None:
+    """What ``info``'s price columns round of these instruments' prices, or None."""
+    places = max((decimals(i) for i in instruments), default=0)
+    cut = [
+        (column, scale)
+        for column, scale in zip(("open", "high", "low", "close"), info.price_scales, strict=True)
+        if scale is not None and scale < places
+    ]
+    if not cut:
+        return None
+    fewest = min(scale for _, scale in cut)
+    needing = [i for i in instruments if decimals(i) > fewest]
+    return (
+        f"table {info.name} rounds prices: column(s) {', '.join(c for c, _ in cut)} keep "
+        f"{'/'.join(str(s) for _, s in cut)} decimal(s), but {len(needing)} instrument(s) "
+        f"quote up to {places} (e.g. {needing[0].exchange}:{needing[0].tradingsymbol}); "
+        f"ALTER TABLE {quoted(info.name)} ALTER COLUMN <column> TYPE NUMERIC keeps them exact"
+    )
+
+
+def decimals(instrument: Instrument) -> int:
+    """Decimal places of the instrument's prices (its segment's divisor)."""
+    return len(str(int(DIVISORS[instrument.segment]))) - 1
+
+
+def latest_per_candle(records: np.ndarray) -> np.ndarray:
+    """The last version of each candle in ``records``, ordered by (interval, symbol, time,
+    exchange).
+
+    A flush may hold a candle twice (an in-progress snapshot and its final value); the
+    upsert must see it once. The order follows the tables' primary key, which makes the
+    server's index insertions sequential.
+    """
+    order = np.lexsort(
+        (records["exchange"], records["bucket_start_ns"], records["symbol"], records["minutes"])
+    )
+    rows = records[order]
+    same_as_next = (
+        (rows["minutes"][:-1] == rows["minutes"][1:])
+        & (rows["symbol"][:-1] == rows["symbol"][1:])
+        & (rows["bucket_start_ns"][:-1] == rows["bucket_start_ns"][1:])
+        & (rows["exchange"][:-1] == rows["exchange"][1:])
+    )
+    return rows[np.append(~same_as_next, True)] if len(rows) else rows
+
+
+def _columns(info: TableInfo) -> list[str]:
+    """The candle table's columns feedengine writes, in the encoder's order."""
+    return [c for c in _pgcopy.TABLE_COLUMNS if c != "exchange" or info.has_exchange]
+
+
+def copy_statement(info: TableInfo) -> sql.Composed:
+    """``COPY`` straight into ``info``'s table, in the encoder's candle-table layout."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        identifier(info.name), sql.SQL(", ").join(map(sql.Identifier, _columns(info)))
+    )
+
+
+def merge_statement(info: TableInfo) -> sql.Composed:
+    """SQL merging the staging rows of one interval (``%s``) into ``info``'s table.
+
+    The staging rows hold each candle once (:func:`latest_per_candle`).
+    """
+    columns = _columns(info)
+    names = sql.SQL(", ").join(map(sql.Identifier, columns))
+    dt = sql.Identifier("dt_utc" if info.stores_instant else "dt_ist")
+    latest = sql.SQL("SELECT {dt} AS datetime, {rest} FROM {staging} WHERE minutes = %s").format(
+        dt=dt,
+        rest=sql.SQL(", ").join(map(sql.Identifier, columns[1:])),
+        staging=sql.Identifier(STAGING),
+    )
+    table = identifier(info.name)
+    if info.key is not None:
+        return sql.SQL(
+            "INSERT INTO {t} ({names}) SELECT {names} FROM ({latest}) s "
+            "ON CONFLICT ({key}) DO UPDATE SET {update}"
+        ).format(
+            t=table,
+            names=names,
+            latest=latest,
+            key=sql.SQL(", ").join(map(sql.Identifier, info.key)),
+            update=sql.SQL(", ").join(
+                sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c))
+                for c in columns
+                if c not in info.key
+            ),
+        )
+    match = [c for c in ("tradingsymbol", "datetime", "exchange") if c in columns]
+    return sql.SQL(
+        "WITH s AS ({latest}), gone AS (DELETE FROM {t} USING s WHERE {match}) "
+        "INSERT INTO {t} ({names}) SELECT {names} FROM s"
+    ).format(
+        t=table,
+        latest=latest,
+        names=names,
+        match=sql.SQL(" AND ").join(
+            sql.SQL("{t}.{c} = s.{c}").format(t=table, c=sql.Identifier(c)) for c in match
+        ),
+    )
+
+
+STAGING_DDL = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS {} (minutes int2, tradingsymbol text, exchange text, "
+    "dt_ist timestamp, dt_utc timestamptz, open numeric, high numeric, low numeric, "
+    "close numeric, volume int8) ON COMMIT DELETE ROWS"
+).format(sql.Identifier(STAGING))
+COPY_STAGING = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.Identifier(STAGING), sql.SQL(", ").join(map(sql.Identifier, _pgcopy.STAGING_COLUMNS))
+)
