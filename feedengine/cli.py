@@ -213,7 +213,7 @@ def wanted_symbols(args: argparse.Namespace, config: Config, db: Database) -> li
     if args.symbols_file:
         return read_symbols_file(args.symbols_file)
     if args.symbols_from_db:
-        return symbols_from_db(db(), config.symbols_sql())
+        return symbols_from_db(db(), config.symbols_query, config.table_5min)
     return None
 
 

@@ -23,13 +23,11 @@ from feedengine.tables import (
     TableNames,
     check_table_name,
     check_template,
-    quoted,
 )
 from feedengine.textfile import TextFileError, read_text
 
 #: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
 DEFAULT_HOME = Path("~/.local/share/feedengine").expanduser()
-DEFAULT_SYMBOLS_QUERY = "SELECT DISTINCT tradingsymbol FROM {table_5min} ORDER BY 1"
 DEFAULT_HEARTBEAT_S = 30.0
 DEFAULT_WS_URL = "wss://ws.kite.trade"
 
@@ -176,11 +174,6 @@ class Config:
     def tables(self, intervals: tuple[int, ...] | None = None) -> dict[int, str]:
         """Candle table name per interval."""
         return self.table_names.of(intervals or self.intervals)
-
-    def symbols_sql(self) -> str:
-        return self.symbols_query or DEFAULT_SYMBOLS_QUERY.format(
-            table_5min=quoted(self.table_5min)
-        )
 
 
 def load_env_file(path: Path) -> None:

@@ -41,11 +41,13 @@ from feedengine.tables import (
     copy_statement,
     ensure_table,
     identifier,
+    inspect_table,
     latest_per_candle,
     lock_table,
     merge_statement,
     refuse_clashes,
     rounding,
+    symbols_query,
 )
 from feedengine.watchdog import Watchdog
 
@@ -390,8 +392,10 @@ def embedded_dsn(home: Path) -> str:
     return uri
 
 
-def symbols_from_db(dsn: str, query: str) -> list[str]:
-    """Run ``SYMBOLS_QUERY``; its first column gives the symbols.
+def symbols_from_db(dsn: str, query: str | None, table: str) -> list[str]:
+    """The symbols of ``--symbols-from-db``: ``SYMBOLS_QUERY``, or the distinct symbols of
+    ``table`` (the 5-minute table). The first column gives the symbol, a second one, when
+    there is one, its exchange (``NSE:INFY``).
 
     Raises
     ------
@@ -410,12 +414,15 @@ def symbols_from_db(dsn: str, query: str) -> list[str]:
             raise SinkUnavailable(f"{unavailable}: {reason(e)}") from None
         try:
             with conn, watchdog.guard(conn.pgconn.socket, WRITE_TIMEOUT_S):
+                if query is None:
+                    info = inspect_table(conn, table)
+                    query = symbols_query(table, info is not None and info.has_exchange)
                 rows = conn.execute(sql.SQL(query)).fetchall()
         except psycopg.OperationalError as e:
             raise SinkUnavailable(f"{unavailable}: {reason(e)}") from None
         except psycopg.Error as e:
             raise ConfigError(f"SYMBOLS_QUERY failed: {reason(e)}: {query}") from None
-    symbols = [str(r[0]) for r in rows if r and r[0]]
+    symbols = [f"{r[1]}:{r[0]}" if len(r) > 1 and r[1] else str(r[0]) for r in rows if r and r[0]]
     if not symbols:
         raise InstrumentsError(f"SYMBOLS_QUERY returned no symbols: {query}")
     return symbols

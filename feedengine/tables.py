@@ -125,6 +125,13 @@ def quoted(name: str) -> str:
     return ".".join(f'"{part}"' for part in check_table_name(name).split("."))
 
 
+def symbols_query(table: str, with_exchange: bool) -> str:
+    """``--symbols-from-db`` without ``SYMBOLS_QUERY``: the distinct symbols of ``table``,
+    each with its exchange when the table keeps one (else they resolve as NSE)."""
+    columns = "tradingsymbol, exchange" if with_exchange else "tradingsymbol"
+    return f"SELECT DISTINCT {columns} FROM {quoted(table)} ORDER BY 1"
+
+
 #: Column sets of the unique keys candles are merged on, sorted like :func:`inspect_table`'s.
 KEY = ("datetime", "tradingsymbol")
 KEY_EXCHANGE = ("datetime", "exchange", "tradingsymbol")

@@ -455,13 +455,13 @@ def test_restart_with_other_intervals_resumes_the_common_ones(tmp_path):
     latest = {}
     for name in ("a.csv", "b.csv"):
         for line in (tmp_path / name).read_text().splitlines()[1:]:
-            dt, sym, minutes, *values = line.split(",")
+            dt, sym, minutes, *values, exchange = line.split(",")
             if minutes == "5":
-                latest[(sym, dt)] = values
+                latest[(exchange, sym, dt)] = values
     want = expected_rows((5,))
     assert latest == {
-        (s, dt.strftime("%Y-%m-%d %H:%M:%S")): [str(x) for x in v]
-        for (m, s, dt), v in want.candles.items()
+        (e, s, dt.strftime("%Y-%m-%d %H:%M:%S")): [str(x) for x in v]
+        for (m, s, e, dt), v in want.candles.items()
     }
 
 

@@ -1,8 +1,6 @@
 """PostgreSQL sink against a real server: round trip, idempotence, schemas, faults, restart."""
 
 import re
-import subprocess
-import sys
 import threading
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -25,6 +23,7 @@ from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader, TickWriter
+from tests.processes import cli
 
 INTERVALS = (1, 5, 15)
 DOWN = "postgresql://nobody@127.0.0.1:1/none"
@@ -158,17 +157,13 @@ def test_an_unusable_table_is_one_line_at_start(pg, pg_dsn, table_prefix, day_fi
     pg.execute(f'CREATE TABLE "{name}" ({ddl})')
     with pytest.raises(SchemaError, match=re.escape(f"table {name}") + ".*" + re.escape(text)):
         PostgresSink(pg_dsn, TableNames(table_prefix)).open((5,), [])
-    proc = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--replay", str(day_file), "--intervals", "5"],
-        env={
-            "PATH": "/usr/bin:/bin",
-            "PG_CONN_STR": pg_dsn,
-            "CANDLE_TABLE_TEMPLATE": table_prefix,
-            "FEEDENGINE_HOME": str(day_file.parent / "home"),
-        },
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = cli(
+        "--replay",
+        day_file,
+        "--intervals",
+        "5",
+        env={"PG_CONN_STR": pg_dsn, "CANDLE_TABLE_TEMPLATE": table_prefix},
+        home=day_file.parent / "home",
     )
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"feedengine: error: table {name}" + (
@@ -375,45 +370,23 @@ def test_replay_in_two_files_continues_the_day(
 def test_cli_test_database_and_replay_into_postgres(
     pg, pg_dsn, table_prefix, day_file, expected, tmp_path
 ):
-    env = {
-        "PG_CONN_STR": pg_dsn,
-        "CANDLE_TABLE_TEMPLATE": table_prefix,
-        "FEEDENGINE_HOME": str(tmp_path / "home"),
-        "PATH": "/usr/bin:/bin",
-    }
-    check = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--test-database"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    env = {"PG_CONN_STR": pg_dsn, "CANDLE_TABLE_TEMPLATE": table_prefix}
+    home = tmp_path / "home"
+    check = cli("--test-database", env=env, home=home)
     assert check.returncode == 0, check.stderr
     assert "connected: PostgreSQL" in check.stdout
-    run = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--replay", str(day_file)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    run = cli("--replay", day_file, env=env, home=home)
     assert run.returncode == 0, run.stderr
     assert table_rows(pg, table_prefix.format(interval=5)) == memory_rows(expected, 5)
-    bad = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--test-database"],
-        env={**env, "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/x"},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    bad = cli("--test-database", env={**env, "PG_CONN_STR": DOWN}, home=home)
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
-    empty = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--replay", str(day_file), "--symbols-from-db"],
+    empty = cli(
+        "--replay",
+        day_file,
+        "--symbols-from-db",
         env={**env, "SYMBOLS_QUERY": "SELECT 'x' WHERE false"},
-        capture_output=True,
-        text=True,
-        check=False,
+        home=home,
     )
     assert empty.returncode == 1 and "returned no symbols" in empty.stderr
 

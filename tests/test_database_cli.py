@@ -2,30 +2,18 @@
 right exit status, never a traceback."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from feedengine.config import Config
 from feedengine.errors import ConfigError
+from feedengine.tables import symbols_query
+from tests.processes import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "samples" / "sample.ticks"
 DOWN = "postgresql://nobody@127.0.0.1:1/none"
-
-
-def cli(*args, env, home):
-    return subprocess.run(
-        [sys.executable, "-m", "feedengine", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=ROOT,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "FEEDENGINE_HOME": str(home), **env},
-        check=False,
-    )
 
 
 def one_error(proc, status, *texts):
@@ -64,8 +52,8 @@ def test_table_names_may_be_schema_qualified_and_keep_their_case():
         {"CANDLE_TABLE_NAME": "market.Candles5", "CANDLE_TABLE_TEMPLATE": "Bars_{interval}m"}
     )
     assert config.tables((1, 5)) == {1: "Bars_1m", 5: "market.Candles5"}
-    assert (
-        config.symbols_sql() == 'SELECT DISTINCT tradingsymbol FROM "market"."Candles5" ORDER BY 1'
+    assert symbols_query(config.table_5min, with_exchange=False) == (
+        'SELECT DISTINCT tradingsymbol FROM "market"."Candles5" ORDER BY 1'
     )
     with pytest.raises(ConfigError, match="PG_CONN_STR"):
         Config.from_env({"PG_CONN_STR": "bogus=1"})
@@ -104,3 +92,18 @@ def test_symbols_from_db_failures(pg_dsn, tmp_path, dsn, query, status, text):
     env = {"PG_CONN_STR": dsn or pg_dsn, **({"SYMBOLS_QUERY": query} if query else {})}
     proc = cli("--replay", SAMPLE, "--symbols-from-db", env=env, home=tmp_path)
     one_error(proc, status, text)
+
+
+def test_symbols_from_db_keep_their_exchange(pg_dsn, table_prefix, tmp_path):
+    """Tables feedengine creates keep the exchange: --symbols-from-db must not take an MCX
+    or NCO contract for an NSE one (bare symbols resolve as NSE)."""
+    from feedengine.simulator import SimConfig, simulate
+
+    day = tmp_path / "day.ticks"
+    simulate(day, SimConfig(instruments=20, ticks=4000, seed=5))
+    env = {"PG_CONN_STR": pg_dsn, "CANDLE_TABLE_TEMPLATE": table_prefix}
+    first = cli("--replay", day, env=env, home=tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = cli("--replay", day, "--symbols-from-db", env=env, home=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "replay of day.ticks: 20 instruments" in again.stderr

@@ -2,11 +2,8 @@
 into one candle: tables feedengine creates are keyed by exchange, an old table is refused at
 start with the statements that fix it, and every sink and the spill carry the exchange."""
 
-import os
 import re
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
@@ -24,6 +21,7 @@ from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import CsvSink, MemorySink
 from feedengine.spill import RECORD_V1_DTYPE, SpillFile
 from feedengine.tables import TableNames
+from tests.processes import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SYMBOLS = (("NSE", "INFY"), ("BSE", "INFY"), ("NSE", "TCS"), ("CDS", "USDINR24JANFUT"))
@@ -80,19 +78,13 @@ def test_instruments_sharing_a_symbol_keep_their_own_candles(
 
 
 def cli_replay(path, dsn, template, home):
-    return subprocess.run(
-        [sys.executable, "-m", "feedengine", "--replay", str(path), "--intervals", "5"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env={
-            "PATH": os.environ["PATH"],
-            "FEEDENGINE_HOME": str(home),
-            "PG_CONN_STR": dsn,
-            "CANDLE_TABLE_TEMPLATE": template,
-        },
-        check=False,
+    return cli(
+        "--replay",
+        path,
+        "--intervals",
+        "5",
+        env={"PG_CONN_STR": dsn, "CANDLE_TABLE_TEMPLATE": template},
+        home=home,
     )
 
 

@@ -2,11 +2,9 @@
 
 import itertools
 import logging
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -16,6 +14,9 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from feedengine.heartbeat import Monitor, MqttPublisher, status_line
+from tests.processes import ROOT, clean_env, command
+
+SAMPLE = ROOT / "samples" / "sample.ticks"
 
 REQUIRED = {
     "status",
@@ -100,27 +101,16 @@ def service(mqtt_broker):
 
 
 def start_replay(tmp_path, host, port, service, *extra, speed="200"):
-    env = {
-        **os.environ,
-        "MQTT_BROKER": host,
-        "MQTT_PORT": str(port),
-        "SERVICE_ID": service,
-        "HEARTBEAT_INTERVAL": "1",
-        "FEEDENGINE_HOME": str(tmp_path),
-    }
+    env = clean_env(
+        tmp_path,
+        MQTT_BROKER=host,
+        MQTT_PORT=str(port),
+        SERVICE_ID=service,
+        HEARTBEAT_INTERVAL="1",
+    )
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "feedengine",
-            "--replay",
-            "samples/sample.ticks",
-            "--speed",
-            speed,
-            "--csv",
-            str(tmp_path / "c.csv"),
-            *extra,
-        ],
+        command("--replay", SAMPLE, "--speed", speed, "--csv", tmp_path / "c.csv", *extra),
+        cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -347,8 +337,3 @@ def test_late_ticks_and_lag_degrade_the_status_and_warn_once(caplog):
     line = status_line(payload)
     assert line.startswith("status degraded (late ticks, lag):")
     assert "lag p50 6.5 s max 9.0 s, 120 late ticks in the last minute" in line
-
-
-@pytest.fixture(autouse=True)
-def _in_project_root(monkeypatch):
-    monkeypatch.chdir(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -35,6 +35,7 @@ from feedengine.simulator import messages as sim_messages
 from feedengine.sink import MemorySink
 from feedengine.ticker import KiteStream, shard
 from feedengine.tickfile import TickReader
+from tests.processes import cli
 
 from .test_wire import FIXTURES
 
@@ -347,14 +348,7 @@ def test_instruments_dump_resolution_and_daily_cache(window, tmp_path):
 
 
 def run_cli(*args, env=None, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "feedengine", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
+    return cli(*args, env=env, timeout=timeout)
 
 
 def test_cli_test_broker_and_live_errors(window, tmp_path):

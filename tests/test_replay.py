@@ -1,7 +1,5 @@
 """Replay of tick files through the whole pipeline (decoder, kernel, flusher, sink)."""
 
-import subprocess
-import sys
 from datetime import datetime
 from decimal import Decimal
 
@@ -17,6 +15,7 @@ from feedengine.replay import ReplaySource
 from feedengine.segments import DIVISORS, IST, exchange_of_segment, price_text
 from feedengine.sink import MemorySink
 from tests.candle_streams import sessions_of, tick_streams
+from tests.processes import cli
 from tests.tickfiles import write_tick_file
 
 INTERVALS = (1, 5, 15, 60)
@@ -68,22 +67,7 @@ def test_replay_cli_writes_csv_and_summary(tmp_path):
     )
     path = write_tick_file(tmp_path / "d.ticks", kt, tokens)
     out = tmp_path / "c.csv"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "feedengine",
-            "--replay",
-            str(path),
-            "--intervals",
-            "1,5",
-            "--csv",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = cli("--replay", path, "--intervals", "1,5", "--csv", out, home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ticks decoded      3" in proc.stdout
     lines = out.read_text().splitlines()
@@ -100,9 +84,7 @@ def test_replay_cli_bad_input_is_one_line(tmp_path):
         (["--replay", str(bad)], "no FEEDTKS1 magic"),
         (["--replay", str(bad), "--intervals", "1,x"], "bad interval 'x'"),
     ]:
-        proc = subprocess.run(
-            [sys.executable, "-m", "feedengine", *args], capture_output=True, text=True, check=False
-        )
+        proc = cli(*args, home=tmp_path)
         assert proc.returncode != 0
         assert text in proc.stderr and "Traceback" not in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1

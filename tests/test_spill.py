@@ -1,7 +1,5 @@
 """The spill file and the flusher's spill/retry: nothing lost, order kept, clear errors."""
 
-import subprocess
-import sys
 import tracemalloc
 
 import numpy as np
@@ -15,6 +13,7 @@ from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import MAX_BLOCK_ROWS, SpillFile
+from tests.processes import cli
 
 
 def records(n, start=0):
@@ -182,17 +181,11 @@ def test_a_retry_continues_after_the_batches_already_written(day, tmp_path):
 
 
 def test_stop_with_rows_still_spilled_says_so_and_fails(day, tmp_path):
-    env = {
-        "PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/none",
-        "FEEDENGINE_HOME": str(tmp_path / "home"),
-        "PATH": "/usr/bin:/bin",
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "feedengine", "--replay", str(day)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = cli(
+        "--replay",
+        day,
+        env={"PG_CONN_STR": "postgresql://nobody@127.0.0.1:1/none"},
+        home=tmp_path / "home",
     )
     assert proc.returncode == 1
     assert "remain in the spill file" in proc.stdout
