@@ -38,7 +38,6 @@ from .conftest import MODE, mockkite_process
 
 INSTRUMENTS, SPEED, SECONDS = (3000, 6.0, 25.0) if MODE == "gate" else (9000, 1.0, 150.0)
 TARGET_P99_MS = 250
-GATE_SHARE_OF_BUCKET = 0.1
 
 
 class TimingSink(PostgresSink):
@@ -135,7 +134,6 @@ def test_live_latency(pg_dsn, report, benchmark):
             "target_p99_ms": TARGET_P99_MS,
         },
     )
-    if MODE == "gate":
-        assert p99 < GATE_SHARE_OF_BUCKET * 60_000 / SPEED
-    else:
-        assert p99 <= TARGET_P99_MS
+    # The target itself in both modes: measured p99 is 10-50 ms, so a loaded machine passes,
+    # while a flush that waits for its interval instead of being nudged (p99 ~730 ms) fails.
+    assert p99 <= TARGET_P99_MS
