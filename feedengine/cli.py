@@ -21,8 +21,17 @@ from typing import NoReturn
 from feedengine import __version__, wire
 from feedengine.candles import CandleConfig, parse_intervals
 from feedengine.config import Config, load_env_file
-from feedengine.database import check_database, symbols_from_db
-from feedengine.errors import EXIT_FAILURE, EXIT_USAGE, BrokerError, FeedError, UsageError
+from feedengine.database import PostgresSink, check_database, symbols_from_db
+from feedengine.errors import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    BrokerError,
+    FeedError,
+    HistoryError,
+    InstrumentsError,
+    UsageError,
+)
+from feedengine.history import KiteHistory
 from feedengine.instruments import (
     Instrument,
     fetch_dump,
@@ -32,6 +41,7 @@ from feedengine.instruments import (
     resolve,
 )
 from feedengine.live import LiveSource
+from feedengine.reconcile import day_range_ns, parse_days, reconcile, refuse_open_sessions
 from feedengine.replay import ReplaySource
 from feedengine.segments import IST
 from feedengine.service import EXIT_FORCED, Database, Run, run_service
@@ -45,6 +55,13 @@ log = logging.getLogger("feedengine")
 
 #: How long --test-broker waits for the first streamed message.
 TEST_STREAM_S = 10.0
+#: Most previous days --backfill loads: Kite serves minute candles a few years back, but
+#: a longer warm start belongs in a --reconcile run of its own.
+MAX_BACKFILL_DAYS = 60
+#: Kite's candles of a session are final a little after its close: --reconcile refuses a
+#: day until this many minutes after its last session closed (RECONCILE_AFTER_CLOSE's
+#: default for the live service too).
+RECONCILE_MARGIN_MIN = 15.0
 
 
 class Parser(argparse.ArgumentParser):
@@ -138,6 +155,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="append candles to a CSV file instead of the database",
     )
+    his = p.add_argument_group("Kite's historical candles")
+    his.add_argument(
+        "--reconcile",
+        metavar="DAY[..DAY]",
+        help="make the candle tables equal to Kite's own candles for these closed IST days "
+        "(YYYY-MM-DD), for the symbols given or, without any, every symbol with candles "
+        "in the tables on those days; prints what it checked, corrected and filled",
+    )
+    his.add_argument(
+        "--backfill",
+        type=int,
+        metavar="DAYS",
+        help="live: first load this many previous trading days of candles from Kite",
+    )
     ops = p.add_argument_group("checks and logging")
     ops.add_argument(
         "--test-broker",
@@ -189,7 +220,11 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("give only one of --replay and --simulate")
     checks = [
         n
-        for n, v in (("--test-broker", args.test_broker), ("--test-database", args.test_database))
+        for n, v in (
+            ("--test-broker", args.test_broker),
+            ("--test-database", args.test_database),
+            ("--reconcile", args.reconcile),
+        )
         if v
     ]
     if len(checks) > 1 or (checks and sources):
@@ -204,6 +239,16 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--no-finalize applies to --replay only")
     if args.symbols_from_db and args.csv:
         raise UsageError("--symbols-from-db needs the database; drop --csv")
+    if args.reconcile and (args.csv or args.record or args.backfill):
+        extra = "--csv" if args.csv else "--record" if args.record else "--backfill"
+        raise UsageError(f"--reconcile writes the database's tables; drop {extra}")
+    if args.backfill is not None:
+        if sources:
+            raise UsageError("--backfill applies to the live feed only")
+        if not 1 <= args.backfill <= MAX_BACKFILL_DAYS:
+            raise UsageError(f"--backfill takes 1 to {MAX_BACKFILL_DAYS} days, not {args.backfill}")
+        if args.csv:
+            raise UsageError("--backfill writes the database's tables; drop --csv")
 
 
 def wanted_symbols(args: argparse.Namespace, config: Config, db: Database) -> list[str] | None:
@@ -342,6 +387,63 @@ def simulated_source(
     return SimulatedSource(simulated_day(symbols, list(opened)), record=record)
 
 
+def reconcile_instruments(
+    args: argparse.Namespace,
+    config: Config,
+    db: Database,
+    sink: PostgresSink,
+    intervals: tuple[int, ...],
+    first: date,
+    last: date,
+) -> list[Instrument]:
+    """The instruments to reconcile: the symbols asked for, or those with candles stored in
+    any interval's table on those days (expired ones, missing from today's instruments
+    dump, are named in a warning and skipped)."""
+    dump = instruments_dump(args, config)
+    wanted = wanted_symbols(args, config, db)
+    if wanted:
+        return resolve(wanted, dump, "the instruments dump", args.skip_unknown)
+    start, _ = day_range_ns(first)
+    _, end = day_range_ns(last)
+    stored = sorted({s for m in intervals for s in sink.symbols(m, start, end)})
+    if not stored:
+        raise InstrumentsError(
+            f"no candles stored between {first} and {last} in the tables of intervals "
+            f"{','.join(map(str, intervals))}: name the symbols with --symbols"
+        )
+    return resolve(stored, dump, "today's instruments dump (expired contracts?)", True)
+
+
+def run_reconcile(
+    args: argparse.Namespace, config: Config, db: Database, intervals: tuple[int, ...]
+) -> int:
+    """``--reconcile DAY[..DAY]``: make the tables equal to Kite's candles, print a report."""
+    first, last = parse_days(args.reconcile, today_ist())
+    key, token = credentials(config)
+    sink = PostgresSink(db(), config.table_names)
+    try:
+        instruments = reconcile_instruments(args, config, db, sink, intervals, first, last)
+        sessions = config.sessions or CandleConfig().sessions
+        refuse_open_sessions(
+            last,
+            {sessions[exchange_for(i.segment, i.exchange)] for i in instruments},
+            datetime.now(IST),
+            RECONCILE_MARGIN_MIN,
+        )
+        sink.open(intervals, instruments)
+        history = KiteHistory(key, token, config.kite_api_root)
+        report = reconcile(history, sink, instruments, intervals, first, last)
+    finally:
+        sink.close()
+    for line in report.lines():
+        print(line)
+    if report.failures:
+        raise HistoryError(
+            f"{len(report.failures)} instrument-day(s) not reconciled (listed above); the rest are"
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     load_env_file(args.env_file)
     config = Config.from_env()
@@ -361,6 +463,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.test_broker:
         return test_broker(args, config)
+    if args.reconcile:
+        return run_reconcile(args, config, db, intervals)
     return run_service(args, config, db, intervals, choose_source(args, config, db))
 
 

@@ -13,8 +13,9 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from feedengine.tables import (
     STAGING_DDL,
     TableInfo,
     TableNames,
+    bucket_ns,
     copy_statement,
     ensure_table,
     identifier,
@@ -45,9 +47,13 @@ from feedengine.tables import (
     latest_per_candle,
     lock_table,
     merge_statement,
+    range_params,
     refuse_clashes,
     rounding,
+    stored_params,
+    stored_statement,
     symbols_query,
+    symbols_statement,
 )
 from feedengine.watchdog import Watchdog
 
@@ -84,6 +90,11 @@ APPLICATION_NAME = "feedengine"
 #: After a flush whose direct COPY met an existing candle, this many flushes of that table
 #: go straight to the upsert before the direct COPY is tried again.
 UPSERT_STREAK = 16
+#: A candle as a table holds it: bucket start (Unix ns), open, high, low, close, volume;
+#: None where a column is NULL.
+StoredCandle = tuple[
+    int, Decimal | None, Decimal | None, Decimal | None, Decimal | None, int | None
+]
 #: Largest volume each integer column type holds.
 _INT_LIMITS = {"smallint": 2**15 - 1, "integer": 2**31 - 1}
 
@@ -155,6 +166,8 @@ class _Target:
 
     info: TableInfo
     merge: sql.Composed
+    #: Inserts the candles the table lacks, keeps the others (gap repair).
+    fill: sql.Composed
     #: ``COPY`` straight into the table and its encoder layout, when the table allows it.
     copy: tuple[sql.Composed, int] | None
     #: Flushes left that skip the direct COPY (see :meth:`PostgresSink._copy_new`).
@@ -168,7 +181,7 @@ class _Target:
                 _pgcopy.LAYOUT_TABLE_INSTANT if info.stores_instant else _pgcopy.LAYOUT_TABLE_WALL
             )
             copy = (copy_statement(info), layout)
-        return cls(info, merge_statement(info), copy)
+        return cls(info, merge_statement(info), merge_statement(info, fill=True), copy)
 
     def encode(self, records: np.ndarray) -> bytearray:
         """``records`` in the layout of :attr:`copy`."""
@@ -297,12 +310,24 @@ class PostgresSink:
         target = self._targets[minutes] = _Target.of(info)
         return target
 
-    def write(self, records: np.ndarray) -> None:
+    def write(
+        self,
+        records: np.ndarray,
+        *,
+        fill: bool = False,
+        also: Callable[[psycopg.Cursor[Any]], None] | None = None,
+    ) -> int:
         """Write ``RECORD_DTYPE`` records of any intervals in one transaction, within
         ``write_timeout_s``; raise :class:`SinkUnavailable` or :class:`SinkDataError` if
-        that did not happen."""
-        if not len(records):
-            return
+        that did not happen.
+
+        A written candle replaces the stored one; with ``fill`` only the candles a table
+        lacks are written. ``also`` runs last in the same transaction (bookkeeping that must
+        commit with the candles or not at all). Returns how many candles were inserted or
+        replaced.
+        """
+        if not len(records) and also is None:
+            return 0
         started = time.monotonic()
         try:
             conn = self._connection(started)
@@ -316,6 +341,7 @@ class PostgresSink:
             conn.cursor() as cur,
         ):
             staged = False
+            written = 0
             for minutes in np.unique(records["minutes"]).tolist():
                 target = self._targets.get(minutes)
                 try:
@@ -324,7 +350,8 @@ class PostgresSink:
                     raise SinkDataError(str(e)) from None
                 block = records[records["minutes"] == minutes]
                 _check_volumes(target.info, block)
-                if self._copy_new(conn, cur, target, block):
+                if not fill and self._copy_new(conn, cur, target, block):
+                    written += len(block)
                     continue
                 if not staged:
                     with cur.copy(COPY_STAGING) as copy:
@@ -332,7 +359,45 @@ class PostgresSink:
                     staged = True
                 if target.info.key is None:  # delete-then-insert: one writer at a time
                     lock_table(conn, target.info.name)
-                cur.execute(target.merge, (minutes,))
+                cur.execute(target.fill if fill else target.merge, (minutes,))
+                written += max(cur.rowcount, 0)
+            if also is not None:
+                also(cur)
+        return written
+
+    def stored(
+        self, minutes: int, instrument: Instrument, start_ns: int, end_ns: int
+    ) -> list[
+        tuple[int, Decimal | None, Decimal | None, Decimal | None, Decimal | None, int | None]
+    ]:
+        """The candles of ``instrument`` stored in the ``minutes`` table with bucket starts in
+        ``[start_ns, end_ns)``: ``(bucket_start_ns, open, high, low, close, volume)`` each,
+        as the table holds them (NULL as None), in time order.
+
+        Raises
+        ------
+        SinkUnavailable, SinkDataError, SchemaError
+            As :meth:`write`.
+        """
+        started = time.monotonic()
+        conn = self._connection(started)
+        with self._failures(), self._bounded(conn, started), conn.transaction():
+            target = self._targets.get(minutes) or self._add_target(conn, minutes)
+            params = stored_params(target.info, instrument, start_ns, end_ns)
+            rows = conn.execute(stored_statement(target.info), params).fetchall()
+        return [(bucket_ns(dt), o, h, lo, c, v) for dt, o, h, lo, c, v in rows]
+
+    def symbols(self, minutes: int, start_ns: int, end_ns: int) -> list[str]:
+        """The symbols with candles in the ``minutes`` table in ``[start_ns, end_ns)``
+        (``EXCHANGE:SYMBOL`` when the table keeps the exchange), or none if it is missing."""
+        started = time.monotonic()
+        conn = self._connection(started)
+        with self._failures(), self._bounded(conn, started), conn.transaction():
+            info = inspect_table(conn, self.tables(minutes))
+            if info is None:
+                return []
+            params = range_params(info, start_ns, end_ns)
+            return [str(r[0]) for r in conn.execute(symbols_statement(info), params)]
 
     def _copy_new(
         self,

@@ -20,7 +20,7 @@ from typing import Any
 
 from feedengine.instruments import Instrument
 from feedengine.recording import Recorder
-from feedengine.source import MessageBatch
+from feedengine.source import Gap, MessageBatch
 from feedengine.ticker import ConnectionStatus, KiteStream
 from feedengine.tickfile import make_meta
 
@@ -65,7 +65,8 @@ class LiveSource:
         **stream_options: Any,
     ) -> None:
         self._instruments = instruments
-        self._queue: queue.Queue[tuple[int, bytes]] = queue.Queue(QUEUE_MESSAGES)
+        self._queue: queue.Queue[tuple[int, bytes] | Gap] = queue.Queue(QUEUE_MESSAGES)
+        self._gaps: list[Gap] = []
         self.stream = KiteStream(
             url,
             api_key,
@@ -74,6 +75,7 @@ class LiveSource:
             self._on_message,
             mode=mode,
             clock=clock,
+            on_gap=self._on_gap,
             **stream_options,
         )
         self.recorder = (
@@ -99,12 +101,24 @@ class LiveSource:
     def _on_message(self, recv_ns: int, message: bytes) -> None:
         if self.recorder is not None:
             self.recorder.write(recv_ns, message)  # never raises into the stream
+        self._put((recv_ns, message))
+
+    def _on_gap(self, tokens: list[int], start_ns: int, end_ns: int) -> None:
+        # In the queue, in order: everything received after the gap is processed after it.
+        self._put(Gap(tuple(tokens), start_ns, end_ns, "a connection received nothing"))
+
+    def _put(self, item: tuple[int, bytes] | Gap) -> None:
         while not self._stopped.is_set():
             try:
-                self._queue.put((recv_ns, message), timeout=BATCH_WAIT_S)
+                self._queue.put(item, timeout=BATCH_WAIT_S)
                 return
             except queue.Full:
                 continue
+
+    def take_gaps(self) -> list[Gap]:
+        """The gaps met before the batch just yielded (the pipeline's thread only)."""
+        gaps, self._gaps = self._gaps, []
+        return gaps
 
     def start(self) -> None:
         if self.recorder is not None:
@@ -118,16 +132,30 @@ class LiveSource:
             self.recorder.close()
 
     def batches(self) -> Iterator[MessageBatch]:
+        held: Gap | None = None  # met after this batch's messages: the next batch's
         while not self._stopped.is_set():
+            if held is not None:
+                self._gaps.append(held)
+                held = None
+            messages: list[tuple[int, bytes]] = []
             try:
-                messages = [self._queue.get(timeout=BATCH_WAIT_S)]
+                item = self._queue.get(timeout=BATCH_WAIT_S)
             except queue.Empty:
-                messages = []
-            while messages and len(messages) < BATCH_MESSAGES:
+                item = None
+            while item is not None:
+                if isinstance(item, Gap):
+                    if messages:
+                        held = item
+                        break
+                    self._gaps.append(item)
+                else:
+                    messages.append(item)
+                    if len(messages) == BATCH_MESSAGES:
+                        break
                 try:
-                    messages.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
-                    break
+                    item = None
             self.stream.check()
             if self.recorder is not None:
                 self.recorder.check()

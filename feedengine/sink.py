@@ -51,8 +51,9 @@ class Sink(Protocol):
         """
         ...
 
-    def write(self, records: np.ndarray) -> None:
-        """Write one block of ``RECORD_DTYPE`` records as a unit; raise if it did not happen."""
+    def write(self, records: np.ndarray) -> int:
+        """Write one block of ``RECORD_DTYPE`` records as a unit; raise if it did not happen.
+        Returns how many candles were written."""
         ...
 
     def close(self) -> None:
@@ -71,10 +72,11 @@ class MemorySink:
     def open(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
         pass
 
-    def write(self, records: np.ndarray) -> None:
+    def write(self, records: np.ndarray) -> int:
         for minutes, symbol, exchange, start, o, h, lo, c, volume in candle_tuples(records):
             self.candles[(minutes, symbol, exchange, start)] = (o, h, lo, c, volume)
         self.writes += 1
+        return len(records)
 
     def close(self) -> None:
         pass
@@ -130,7 +132,7 @@ class CsvSink:
                 f"{','.join(self.HEADER)}: move it aside or name another file"
             )
 
-    def write(self, records: np.ndarray) -> None:
+    def write(self, records: np.ndarray) -> int:
         assert self._file is not None, "open() first"
         writer = csv.writer(self._file)
         try:
@@ -140,6 +142,7 @@ class CsvSink:
             self._file.flush()
         except OSError as e:  # a full disk: the rows are spilled and retried
             raise SinkUnavailable(f"cannot write CSV file {self.path}: {e.strerror}") from None
+        return len(records)
 
     def close(self) -> None:
         if self._file is not None:

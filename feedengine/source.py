@@ -16,6 +16,21 @@ from feedengine.instruments import Instrument
 
 
 @dataclass(frozen=True)
+class Gap:
+    """A stretch in which a source received nothing for some instruments (an outage).
+
+    Their candles in ``[start_ns, end_ns)`` are missing, and the first tick after it must
+    not count the gap's volume: the pipeline marks the instruments' volume baselines as
+    unknown before it processes anything received after ``end_ns``.
+    """
+
+    tokens: tuple[int, ...]
+    start_ns: int
+    end_ns: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class MessageBatch:
     """Consecutive messages as index arrays into one byte buffer.
 

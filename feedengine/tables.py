@@ -9,6 +9,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,8 @@ from psycopg import sql
 from feedengine import _pgcopy
 from feedengine.errors import SchemaError
 from feedengine.instruments import Instrument
-from feedengine.segments import DIVISORS
+from feedengine.segments import DIVISORS, IST
+from feedengine.sessions import NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -427,10 +429,12 @@ def copy_statement(info: TableInfo) -> sql.Composed:
     )
 
 
-def merge_statement(info: TableInfo) -> sql.Composed:
+def merge_statement(info: TableInfo, fill: bool = False) -> sql.Composed:
     """SQL merging the staging rows of one interval (``%s``) into ``info``'s table.
 
-    The staging rows hold each candle once (:func:`latest_per_candle`).
+    The staging rows hold each candle once (:func:`latest_per_candle`). A merge replaces a
+    stored candle; with ``fill`` only candles the table lacks are inserted (gap repair must
+    never overwrite a candle built live).
     """
     columns = _columns(info)
     names = sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -441,6 +445,16 @@ def merge_statement(info: TableInfo) -> sql.Composed:
         staging=sql.Identifier(STAGING),
     )
     table = identifier(info.name)
+    if info.key is not None and fill:
+        return sql.SQL(
+            "INSERT INTO {t} ({names}) SELECT {names} FROM ({latest}) s "
+            "ON CONFLICT ({key}) DO NOTHING"
+        ).format(
+            t=table,
+            names=names,
+            latest=latest,
+            key=sql.SQL(", ").join(map(sql.Identifier, info.key)),
+        )
     if info.key is not None:
         return sql.SQL(
             "INSERT INTO {t} ({names}) SELECT {names} FROM ({latest}) s "
@@ -457,17 +471,69 @@ def merge_statement(info: TableInfo) -> sql.Composed:
             ),
         )
     match = [c for c in ("tradingsymbol", "datetime", "exchange") if c in columns]
+    matched = sql.SQL(" AND ").join(
+        sql.SQL("{t}.{c} = s.{c}").format(t=table, c=sql.Identifier(c)) for c in match
+    )
+    if fill:
+        return sql.SQL(
+            "INSERT INTO {t} ({names}) SELECT {names} FROM ({latest}) s "
+            "WHERE NOT EXISTS (SELECT 1 FROM {t} WHERE {matched})"
+        ).format(t=table, names=names, latest=latest, matched=matched)
     return sql.SQL(
         "WITH s AS ({latest}), gone AS (DELETE FROM {t} USING s WHERE {match}) "
         "INSERT INTO {t} ({names}) SELECT {names} FROM s"
-    ).format(
-        t=table,
-        latest=latest,
-        names=names,
-        match=sql.SQL(" AND ").join(
-            sql.SQL("{t}.{c} = s.{c}").format(t=table, c=sql.Identifier(c)) for c in match
-        ),
+    ).format(t=table, latest=latest, names=names, match=matched)
+
+
+def stored_statement(info: TableInfo) -> sql.Composed:
+    """SQL reading one instrument's candles in a time range, in time order (parameters:
+    :func:`stored_params`)."""
+    exchange = sql.SQL(" AND exchange = %s") if info.has_exchange else sql.SQL("")
+    return sql.SQL(
+        "SELECT datetime, open, high, low, close, volume FROM {t} WHERE tradingsymbol = %s"
+        "{exchange} AND datetime >= %s AND datetime < %s ORDER BY datetime"
+    ).format(t=identifier(info.name), exchange=exchange)
+
+
+def stored_params(
+    info: TableInfo, instrument: Instrument, start_ns: int, end_ns: int
+) -> tuple[Any, ...]:
+    """The parameters of :func:`stored_statement`: ``[start_ns, end_ns)`` in the column's
+    own terms (an IST wall clock, or an instant)."""
+    keys = (
+        (instrument.tradingsymbol, instrument.exchange)
+        if info.has_exchange
+        else (instrument.tradingsymbol,)
     )
+    return (*keys, *range_params(info, start_ns, end_ns))
+
+
+def symbols_statement(info: TableInfo) -> sql.Composed:
+    """SQL listing the distinct symbols (``EXCHANGE:SYMBOL`` when the table keeps the
+    exchange) with candles in a time range (parameters: :func:`range_params`)."""
+    symbol = (
+        sql.SQL("exchange || ':' || tradingsymbol")
+        if info.has_exchange
+        else sql.SQL("tradingsymbol")
+    )
+    return sql.SQL(
+        "SELECT DISTINCT {symbol} FROM {t} WHERE datetime >= %s AND datetime < %s"
+    ).format(symbol=symbol, t=identifier(info.name))
+
+
+def range_params(info: TableInfo, start_ns: int, end_ns: int) -> tuple[datetime, datetime]:
+    """``[start_ns, end_ns)`` in the datetime column's own terms (IST wall clock or instant)."""
+    zone = UTC if info.stores_instant else IST
+    start, end = (datetime.fromtimestamp(ns // NS_PER_S, zone) for ns in (start_ns, end_ns))
+    if zone is IST:
+        return start.replace(tzinfo=None), end.replace(tzinfo=None)
+    return start, end
+
+
+def bucket_ns(stamp: datetime) -> int:
+    """A candle table's datetime as Unix ns: a naive value is the IST wall clock."""
+    aware = stamp.replace(tzinfo=IST) if stamp.tzinfo is None else stamp
+    return int(aware.timestamp()) * NS_PER_S
 
 
 STAGING_DDL = sql.SQL(

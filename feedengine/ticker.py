@@ -36,6 +36,9 @@ MAX_TOKENS_PER_CONNECTION = 3000
 MAX_CONNECTIONS = 3
 #: Kite sends a heartbeat about every second; this long without any message means dead.
 SILENCE_S = 10.0
+#: A connection that received nothing for this long (an outage and its reconnect) left a
+#: gap: its instruments' missing candles are fetched from Kite's history (SPEC section 6).
+GAP_S = 60.0
 #: Reconnect delay: first, doubling up to the cap, each scaled by a random 0.5-1.0 (jitter)
 #: so that many clients do not reconnect in step.
 BACKOFF_FIRST_S = 1.0
@@ -137,6 +140,12 @@ class KiteStream:
         after the backoff like any other failure.
     clock
         Receive-time source, Unix ns (tests map it onto a recording's time line).
+    on_gap
+        Called on the stream's thread with ``(tokens, last message ns, next message ns)``
+        when a connection comes back after receiving nothing for :data:`GAP_S` or more,
+        before that first message reaches ``on_message``.
+    gap_s
+        The shortest stretch without messages that counts as a gap.
     """
 
     def __init__(
@@ -154,6 +163,8 @@ class KiteStream:
         open_timeout_s: float = OPEN_TIMEOUT_S,
         per_connection: int = MAX_TOKENS_PER_CONNECTION,
         clock: Callable[[], int] = time.time_ns,
+        on_gap: Callable[[list[int], int, int], None] | None = None,
+        gap_s: float = GAP_S,
     ) -> None:
         if mode not in MODES:
             raise StreamError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
@@ -167,6 +178,8 @@ class KiteStream:
         self.backoff_cap_s = backoff_cap_s
         self.open_timeout_s = open_timeout_s
         self.clock = clock
+        self.on_gap = on_gap
+        self.gap_s = gap_s
         self.status = [ConnectionStatus(i, len(s)) for i, s in enumerate(self.shards)]
         self.error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -256,7 +269,7 @@ class KiteStream:
                         len(tokens),
                         self.mode,
                     )
-                    await self._receive(ws, status)
+                    await self._receive(ws, status, tokens)
             except InvalidStatus as e:
                 if e.response.status_code == HTTP_FORBIDDEN:
                     status.state = "failed"
@@ -298,8 +311,11 @@ class KiteStream:
         await ws.send(orjson.dumps({"a": "subscribe", "v": tokens}).decode())
         await ws.send(orjson.dumps({"a": "mode", "v": [self.mode, tokens]}).decode())
 
-    async def _receive(self, ws: ClientConnection, status: ConnectionStatus) -> None:
+    async def _receive(
+        self, ws: ClientConnection, status: ConnectionStatus, tokens: list[int]
+    ) -> None:
         assert self._stopping is not None
+        since = status.last_message_ns  # the previous connection's last message, or 0
         while not self._stopping.is_set():
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
             # cancellation that races with a message arriving, and stop() would hang.
@@ -318,6 +334,16 @@ class KiteStream:
                 ws.transport.abort()
                 raise _Silent from None
             now = self.clock()
+            if since and self.on_gap is not None and now - since >= self.gap_s * 1e9:
+                log.warning(
+                    "kite connection %d: nothing received for %.0f s: %d instruments' missing "
+                    "candles will be repaired from Kite's history",
+                    status.index,
+                    (now - since) / 1e9,
+                    len(tokens),
+                )
+                self.on_gap(tokens, since, now)
+            since = 0
             status.last_message_ns = now
             status.messages += 1
             if isinstance(message, bytes):
