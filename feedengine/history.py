@@ -285,8 +285,8 @@ class KiteHistory:
     root
         Kite's REST root (``KITE_API_ROOT``; the local Kite server's ``root`` in tests).
     sessions
-        Trading sessions by exchange (``SESSIONS``): the buckets of intervals built from
-        minute candles.
+        Trading sessions by exchange (``SESSIONS``; empty: the defaults): the buckets of
+        intervals built from minute candles.
     limiter
         Rate limiter of the requests (tests); default the process's shared one.
     timeout_s, retry_budget_s, backoff_first_s, backoff_max_s
@@ -300,7 +300,7 @@ class KiteHistory:
         access_token: str,
         root: str | None = None,
         *,
-        sessions: Mapping[str, Session] = DEFAULT_SESSIONS,
+        sessions: Mapping[str, Session] | None = None,
         limiter: RequestLimiter | None = None,
         timeout_s: float = REQUEST_TIMEOUT_S,
         retry_budget_s: float = RETRY_BUDGET_S,
@@ -310,7 +310,7 @@ class KiteHistory:
         self.api_key = api_key
         self.access_token = access_token
         self.root = root or KITE_API_ROOT
-        self.sessions = sessions
+        self.sessions = sessions or DEFAULT_SESSIONS
         self.limiter = limiter or shared_limiter()
         self.timeout_s = timeout_s
         self.retry_budget_s = retry_budget_s
