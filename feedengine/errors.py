@@ -88,6 +88,12 @@ class AuthError(FeedError):
     """The broker refused the credentials (Kite: HTTP 403): renew the access token."""
 
 
+class HistoryError(FeedError):
+    """Kite's historical candles cannot be had: a request Kite refuses (an instrument it
+    has no history for, a bad range), an answer that cannot be read, or retries that ran
+    out of time. The message names the instrument."""
+
+
 class StreamError(UsageError):
     """The stream cannot run as configured (too many tokens, bad mode)."""
 

@@ -5,10 +5,15 @@ It speaks Kite's WebSocket protocol on loopback - the ``api_key``/``access_token
 each idle second, binary frames of many packets - and streams a tick file (at a chosen speed)
 or the simulator, sending each client only the tokens and modes it subscribed. It also
 answers the REST calls feedengine makes through ``kiteconnect`` (``/user/profile``,
-``/instruments``), so ``--test-broker`` runs without the internet. Faults are injected on
-command: drop the connections, go silent, turn into a black hole (no data, no reading, so
-no close handshake either: a dead link), stall new handshakes, send a malformed frame, send
-a text error.
+``/instruments``, ``/instruments/historical``), so ``--test-broker`` runs without the
+internet. Its historical candles are the engine's candles of the market it plays
+(:mod:`feedengine.mockhistory`): of what it has played so far (a live day), or of the whole
+stream (a past day); like Kite it answers more than 3 historical requests a second with
+HTTP 429. Faults are injected on command: drop the connections, go silent, turn into a
+black hole (no data, no reading, so no close handshake either: a dead link), stall new
+handshakes, send a malformed frame, send a text error; answer historical requests late or
+with a server error (:meth:`MockKite.inject_history`); serve altered candles
+(:meth:`MockKite.override_candle`).
 Tests, demos and load tests use it; nothing here is needed in production.
 """
 
@@ -40,6 +45,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from feedengine import wire
+from feedengine.history import MAX_DAYS_PER_REQUEST, RATE_LIMIT, RATE_PERIOD_S
+from feedengine.instruments import Instrument
+from feedengine.mockhistory import SERVED_MINUTES, CandleBook, HistoryMode
 from feedengine.segments import IST, Segment
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
@@ -56,6 +64,13 @@ HEARTBEAT_S = 1.0
 _MODE_LENGTH = {"full": (184, 32), "quote": (44, 28), "ltp": (8, 8)}
 #: Handshake request times kept in :attr:`MockKite.handshakes` (bounded: it runs all day).
 HANDSHAKES_KEPT = 1000
+#: Historical requests kept in :attr:`MockKite.history_requests` (bounded: it runs all day).
+HISTORY_REQUESTS_KEPT = 10_000
+#: Path prefix of the historical candles: ``/instruments/historical/{token}/{interval}``.
+HISTORY_PATH = "/instruments/historical/"
+#: Kite's error type of an injected server error: GeneralException for a 500 (its docs'
+#: example), NetworkException for the rest (the API unable to reach its backend).
+_ERROR_TYPES = {500: "GeneralException"}
 #: A frame whose declared packet runs past its end: what "malformed" sends.
 MALFORMED_FRAME = b"\x00\x02\x00\xb8" + b"\x00" * 20
 INSTRUMENT_COLUMNS = (
@@ -88,6 +103,18 @@ class Fault(Enum):
     ERROR = "error"  # send a text error message
 
 
+@dataclass(frozen=True)
+class HistoryRequest:
+    """A historical request as the server saw it: when it arrived (``time.monotonic``),
+    its path and query, and the status answered."""
+
+    at: float
+    token: str
+    interval: str
+    query: dict[str, str]
+    status: int
+
+
 @dataclass(eq=False)
 class _Client:
     ws: ServerConnection
@@ -106,7 +133,8 @@ class MockKite:
     Parameters
     ----------
     messages
-        Returns the ``(recv_ns, message)`` stream to serve (called once).
+        Returns the ``(recv_ns, message)`` stream to serve (called once, and once more
+        at :meth:`start` with ``history="day"``).
     instruments
         Rows of the instruments dump served at ``/instruments``.
     speed
@@ -119,6 +147,11 @@ class MockKite:
     origin
         ``(wall ns, stream ns)``: play stream time ``stream`` at wall-clock ``wall`` (and
         the rest at ``speed`` from there), so another process can share the time line.
+    history
+        The historical candles served: ``played`` (of the ticks played so far, forming
+        candles included: a live market), ``day`` (of the whole stream, computed at
+        :meth:`start`, which then calls ``messages`` a second time: a past day) or
+        ``none``.
     """
 
     def __init__(
@@ -135,6 +168,7 @@ class MockKite:
         start_on_subscribe: bool = True,
         origin: tuple[int, int] | None = None,
         record_frames: bool = False,
+        history: HistoryMode | str = HistoryMode.PLAYED,
     ) -> None:
         self._messages = messages
         self.instruments = instruments
@@ -166,6 +200,14 @@ class MockKite:
         self._ready = threading.Event()
         #: (wall ns, stream ns): the stream time played at that wall-clock instant.
         self._origin: tuple[int, int] | None = origin
+        self.history = HistoryMode(history)
+        #: The latest historical requests, oldest first.
+        self.history_requests: collections.deque[HistoryRequest] = collections.deque(
+            maxlen=HISTORY_REQUESTS_KEPT
+        )
+        self._book: CandleBook | None = None
+        self._history_window: collections.deque[float] = collections.deque()
+        self._history_faults: collections.deque[tuple[int | None, float]] = collections.deque()
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -184,6 +226,15 @@ class MockKite:
         return f"{host}:{self.port}"
 
     def start(self) -> "MockKite":
+        if self.history is not HistoryMode.NONE:
+            tokens = {int(r["instrument_token"]): r for r in self.instruments}
+            instruments = [Instrument.from_dict(r) for r in tokens.values()]
+            if instruments:
+                self._book = (
+                    CandleBook.of_stream(instruments, self._messages())
+                    if self.history is HistoryMode.DAY
+                    else CandleBook(instruments)
+                )
         self._thread = threading.Thread(target=self._main, name="mockkite", daemon=True)
         self._thread.start()
         self._ready.wait()
@@ -212,6 +263,49 @@ class MockKite:
         fault = Fault(fault)
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._inject(fault, seconds), self._loop).result()
+
+    def inject_history(
+        self, count: int = 1, *, status: int | None = 503, delay_s: float = 0.0
+    ) -> None:
+        """Answer each of the next ``count`` historical requests (after the rate check,
+        which comes first as at Kite) ``delay_s`` late, with ``status`` and Kite's JSON
+        error (a 5xx), or with status None the true answer.
+
+        Calls queue up: ``inject_history(2, status=502)`` then ``inject_history(1,
+        status=None, delay_s=5)`` fails two requests, then makes the third slow.
+        """
+        self._on_loop(self._history_faults.extend, [(status, delay_s)] * count)
+
+    def clear_history_faults(self) -> None:
+        """Forget the faults injected with :meth:`inject_history` not yet used."""
+        self._on_loop(self._history_faults.clear)
+
+    def override_candle(
+        self,
+        token: int,
+        interval: str,
+        bucket_start: datetime,
+        candle: tuple[int, int, int, int, int] | None,
+    ) -> None:
+        """Serve ``candle`` — (open, high, low, close, volume), prices in integer units of
+        the token's divisor — as ``token``'s ``interval`` candle starting at
+        ``bucket_start`` (aware; ``day`` candles start at IST midnight) instead of the
+        engine's, or no candle there at all when it is None.
+        """
+        assert self._book is not None, "this server serves no history"
+        start_ns = round(bucket_start.timestamp()) * 1_000_000_000
+        self._on_loop(self._book.override, token, SERVED_MINUTES[interval], start_ns, candle)
+
+    def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the server's thread (which owns its state) and wait."""
+
+        async def call() -> None:
+            fn(*args)
+
+        if self._loop is None:
+            fn(*args)
+        else:
+            asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
     # --- the server's thread ---------------------------------------------------------------
 
@@ -272,6 +366,8 @@ class MockKite:
                     "message": "Incorrect `api_key` or `access_token`.",
                 },
             )
+        if url.path.startswith(HISTORY_PATH):
+            return await self._historical(url.path, parse_qs(url.query))
         if url.path == "/user/profile":
             return self._json(
                 HTTPStatus.OK,
@@ -293,6 +389,67 @@ class MockKite:
                 [i for i in self.instruments if not exchange or i.get("exchange") == exchange]
             )
         return self._json(HTTPStatus.NOT_FOUND, {"status": "error", "message": "not found"})
+
+    async def _historical(self, path: str, query: dict[str, list[str]]) -> Response:
+        token, _, interval = path.removeprefix(HISTORY_PATH).partition("/")
+        params = {k: v[0] for k, v in query.items()}
+        arrived = time.monotonic()
+
+        def answer(status: HTTPStatus, body: dict[str, Any] | bytes) -> Response:
+            self.history_requests.append(
+                HistoryRequest(arrived, token, interval, params, status.value)
+            )
+            if isinstance(body, bytes):
+                headers = Headers([("Content-Type", "application/json")])
+                return Response(status.value, status.phrase, headers, body)
+            return self._json(status, body)
+
+        window = self._history_window
+        while window and window[0] <= arrived - RATE_PERIOD_S:
+            window.popleft()
+        if len(window) >= RATE_LIMIT:
+            return answer(
+                HTTPStatus.TOO_MANY_REQUESTS, _error("NetworkException", "Too many requests")
+            )
+        window.append(arrived)
+        if self._history_faults:
+            status, delay_s = self._history_faults.popleft()
+            if delay_s:
+                assert self._stop is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay_s)
+            if status is not None:
+                return answer(
+                    HTTPStatus(status),
+                    _error(
+                        _ERROR_TYPES.get(status, "NetworkException"), f"mock: injected {status}"
+                    ),
+                )
+        problem = self._history_problem(token, interval, params)
+        if problem:
+            return answer(HTTPStatus.BAD_REQUEST, _error("InputException", problem))
+        assert self._book is not None
+        start, end = (_ist_ns(params[k]) for k in ("from", "to"))
+        body = self._book.kite_json(int(token), SERVED_MINUTES[interval], start, end)
+        return answer(HTTPStatus.OK, body)
+
+    def _history_problem(self, token: str, interval: str, params: dict[str, str]) -> str | None:
+        """Why Kite would refuse this historical request (HTTP 400), or None."""
+        if self._book is None:
+            return "this mock Kite serves no history (start it with history=played or day)"
+        if not token.isdigit() or int(token) not in self._book.tokens:
+            return "invalid token"
+        if interval not in SERVED_MINUTES:
+            return "invalid interval"
+        try:
+            start, end = (_ist_ns(params[k]) for k in ("from", "to"))
+        except (KeyError, ValueError):
+            return "invalid from or to date: expected yyyy-mm-dd hh:mm:ss"
+        if end < start:
+            return "invalid range: to is before from"
+        if end - start > MAX_DAYS_PER_REQUEST[interval] * 86_400_000_000_000:
+            return f"interval exceeds max limit: {MAX_DAYS_PER_REQUEST[interval]} days"
+        return None
 
     @staticmethod
     def _json(status: HTTPStatus, body: dict[str, Any]) -> Response:
@@ -378,6 +535,8 @@ class MockKite:
                     await asyncio.sleep(wait / 1e9)
             if len(message) > 1:  # the server makes its own heartbeats
                 self._broadcast(wire.decode(message))
+                if self.history is HistoryMode.PLAYED and self._book is not None:
+                    self._book.add(recv_ns, message)
             if self.speed == 0:
                 await asyncio.sleep(0)
         self.finished.set()
@@ -426,6 +585,16 @@ class MockKite:
                 client.queue.put_nowait(
                     orjson.dumps({"type": "error", "data": "mock: injected error"}).decode()
                 )
+
+
+def _error(error_type: str, message: str) -> dict[str, Any]:
+    """Kite's JSON error body."""
+    return {"status": "error", "message": message, "data": None, "error_type": error_type}
+
+
+def _ist_ns(text: str) -> int:
+    """Unix ns of Kite's ``yyyy-mm-dd hh:mm:ss`` (or ``yyyy-mm-dd``) IST time."""
+    return round(datetime.fromisoformat(text).replace(tzinfo=IST).timestamp()) * 1_000_000_000
 
 
 def tick_file_source(
@@ -511,6 +680,13 @@ def main(argv: list[str] | None = None) -> int:
         help="address to listen on (default 127.0.0.1; 0.0.0.0 serves other machines)",
     )
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument(
+        "--history",
+        choices=[m.value for m in HistoryMode],
+        default=HistoryMode.PLAYED.value,
+        help="historical candles served: of the ticks played so far (default), of the whole "
+        "stream computed at start (a past day), or none",
+    )
     p.add_argument("--api-key", default=DEFAULT_API_KEY)
     p.add_argument("--access-token", default=DEFAULT_ACCESS_TOKEN)
     args = p.parse_args(argv)
@@ -553,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         start_on_subscribe=args.origin_ns is None,
         origin=(args.origin_ns, session_start_ns(config)) if args.origin_ns else None,
+        history=args.history,
     ).start()
     print(
         f"mock Kite at {server.url} (REST {server.root}); KITE_WS_URL={server.url} "
