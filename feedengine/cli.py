@@ -431,7 +431,7 @@ def run_reconcile(
             RECONCILE_MARGIN_MIN,
         )
         sink.open(intervals, instruments)
-        history = KiteHistory(key, token, config.kite_api_root)
+        history = KiteHistory(key, token, config.kite_api_root, sessions=config.sessions)
         report = reconcile(history, sink, instruments, intervals, first, last)
     finally:
         sink.close()
@@ -453,8 +453,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--intervals: {e}") from None
     level = args.log_level or config.log_level
     logging.getLogger().setLevel(level)
-    # pgserver narrates initdb and pg_ctl at INFO; only our one line says the server starts.
-    logging.getLogger("pgserver").setLevel(level if level == "DEBUG" else "WARNING")
+    # pgserver narrates initdb and pg_ctl at INFO, pyrate-limiter its buckets: only our own
+    # lines say what happens.
+    for chatty in ("pgserver", "pyrate_limiter"):
+        logging.getLogger(chatty).setLevel(level if level == "DEBUG" else "WARNING")
     check_flags(args)
     db = Database(config)
     if args.test_database:

@@ -20,6 +20,7 @@ fetch history must not pay.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -318,6 +319,9 @@ class KiteHistory:
         self.backoff_max_s = backoff_max_s
         # kiteconnect keeps a requests.Session per client, which is not thread-safe.
         self._local = threading.local()
+        self._sent = itertools.count()
+        #: Requests sent so far, retries included (what Kite's rate limit counts).
+        self.requests = 0
 
     def candles(
         self, instrument: Instrument, minutes: int, first_day: date, last_day: date
@@ -429,6 +433,7 @@ class KiteHistory:
         self, token: int, interval: str, first_day: date, last_day: date
     ) -> list[dict[str, Any]]:
         self.limiter.acquire()
+        self.requests = next(self._sent) + 1
         records: list[dict[str, Any]] = self._kite().historical_data(
             token, f"{first_day} 00:00:00", f"{last_day} 23:59:59", interval
         )

@@ -29,19 +29,21 @@ from feedengine.tables import LOCK_CLASS, decimals, lock_key
 
 log = logging.getLogger(__name__)
 
-#: One row per reconciled instrument, day and interval: what the last reconciliation found.
+#: One row per candle table, instrument and day reconciled: what the last reconciliation
+#: found, so that users see which days are Kite-exact.
 RECONCILIATIONS = "feedengine_reconciliations"
 FIELDS = ("open", "high", "low", "close", "volume")
 RECONCILIATIONS_DDL = sql.SQL(
-    "CREATE TABLE IF NOT EXISTS {} (day DATE NOT NULL, tradingsymbol VARCHAR NOT NULL, "
-    "exchange VARCHAR NOT NULL, interval INTEGER NOT NULL, reconciled_at TIMESTAMPTZ NOT NULL, "
-    "checked INTEGER NOT NULL, equal INTEGER NOT NULL, corrected INTEGER NOT NULL, "
-    "filled INTEGER NOT NULL, extra INTEGER NOT NULL, corrected_fields VARCHAR NOT NULL, "
-    "PRIMARY KEY (day, tradingsymbol, exchange, interval))"
+    "CREATE TABLE IF NOT EXISTS {} (candle_table VARCHAR NOT NULL, day DATE NOT NULL, "
+    "tradingsymbol VARCHAR NOT NULL, exchange VARCHAR NOT NULL, interval INTEGER NOT NULL, "
+    "reconciled_at TIMESTAMPTZ NOT NULL, checked INTEGER NOT NULL, equal INTEGER NOT NULL, "
+    "corrected INTEGER NOT NULL, filled INTEGER NOT NULL, extra INTEGER NOT NULL, "
+    "corrected_fields VARCHAR NOT NULL, "
+    "PRIMARY KEY (candle_table, day, tradingsymbol, exchange))"
 ).format(sql.Identifier(RECONCILIATIONS))
 RECONCILIATIONS_UPSERT = sql.SQL(
-    "INSERT INTO {} VALUES (%s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s) "
-    "ON CONFLICT (day, tradingsymbol, exchange, interval) DO UPDATE SET "
+    "INSERT INTO {} VALUES (%s, %s, %s, %s, %s, now(), %s, %s, %s, %s, %s, %s) "
+    "ON CONFLICT (candle_table, day, tradingsymbol, exchange) DO UPDATE SET "
     "reconciled_at = now(), checked = EXCLUDED.checked, equal = EXCLUDED.equal, "
     "corrected = EXCLUDED.corrected, filled = EXCLUDED.filled, extra = EXCLUDED.extra, "
     "corrected_fields = EXCLUDED.corrected_fields"
@@ -50,6 +52,9 @@ RECONCILIATIONS_UPSERT = sql.SQL(
 
 class CandleHistory(Protocol):
     """Where Kite's candles come from (:class:`feedengine.history.KiteHistory`)."""
+
+    #: Requests sent so far.
+    requests: int
 
     def candles(
         self, instrument: Instrument, minutes: int, first_day: date, last_day: date
@@ -253,7 +258,7 @@ class Report:
 
 
 def _bookkeeping(
-    day: date, instrument: Instrument, tallies: dict[int, Tally]
+    tables: Callable[[int], str], day: date, instrument: Instrument, tallies: dict[int, Tally]
 ) -> Callable[[Any], None]:
     """The statements recording one instrument-day in :data:`RECONCILIATIONS`."""
 
@@ -264,6 +269,7 @@ def _bookkeeping(
             cur.execute(
                 RECONCILIATIONS_UPSERT,
                 (
+                    tables(minutes),
                     day,
                     instrument.tradingsymbol,
                     instrument.exchange,
@@ -303,6 +309,7 @@ def reconcile(
     """
     report = Report(first_day, last_day, intervals)
     report.tallies = {m: Tally() for m in intervals}
+    sent = history.requests
     for instrument in instruments:
         report.instruments += 1
         divisor = int(DIVISORS[instrument.segment])
@@ -329,7 +336,10 @@ def reconcile(
             if not tallies:
                 continue
             try:
-                sink.write(np.concatenate(records), also=_bookkeeping(day, instrument, tallies))
+                sink.write(
+                    np.concatenate(records),
+                    also=_bookkeeping(sink.tables, day, instrument, tallies),
+                )
             except SinkUnavailable:
                 raise
             except FeedError as e:
@@ -339,4 +349,5 @@ def reconcile(
             for minutes, tally in tallies.items():
                 report.tallies[minutes].add(tally)
             report.extras += extras
+    report.requests = history.requests - sent
     return report
