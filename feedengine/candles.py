@@ -9,7 +9,7 @@ import logging
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from feedengine.errors import CheckpointError
 from feedengine.instruments import Instrument
 from feedengine.segments import DIVISORS
 from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S, Session, exchange_for
+from feedengine.source import Gap
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class CandleEngine:
         if too_long:
             raise ValueError(f"trading symbols longer than {SYMBOL_BYTES} bytes: {too_long}")
         self._symbol_bytes = np.array(encoded, f"S{SYMBOL_BYTES}")
+        self._slot_of = {i.instrument_token: slot for slot, i in enumerate(instruments)}
         exchanges = sorted(
             {i.exchange for i in instruments if len(i.exchange.encode()) > EXCHANGE_BYTES}
         )
@@ -128,6 +130,22 @@ class CandleEngine:
             i = self.kernel.process(ticks, i, n)
             if i < n:
                 wait()
+
+    def mark_gap(self, tokens: Sequence[int]) -> None:
+        """These instruments received nothing for a while: the next candle of each interval
+        counts its volume from its own first tick, not from before the gap (whose volume it
+        would otherwise carry). A candle that continues across the gap keeps its own."""
+        slots = [self._slot_of[t] for t in tokens if t in self._slot_of]
+        self.kernel.mark_gap(np.array(slots, np.int32))
+
+    def take_late(self) -> Gap | None:
+        """The instruments with ticks too late for their candles since the last call, and
+        the span of those ticks' event times (None when there were none)."""
+        slots, first_ns, last_ns = self.kernel.take_late()
+        if not len(slots):
+            return None
+        tokens = tuple(self.instruments[s].instrument_token for s in slots.tolist())
+        return Gap(tokens, int(first_ns.min()), int(last_ns.max()) + 1, "ticks came too late")
 
     def advance_clock(self, now_ns: int, wait: Callable[[], None]) -> None:
         """Close the candles whose end + grace is before ``now_ns``."""

@@ -20,7 +20,7 @@ from typing import NoReturn
 
 from feedengine import __version__, wire
 from feedengine.candles import CandleConfig, parse_intervals
-from feedengine.config import Config, load_env_file
+from feedengine.config import DEFAULT_RECONCILE_AFTER_CLOSE, Config, load_env_file
 from feedengine.database import PostgresSink, check_database, symbols_from_db
 from feedengine.errors import (
     EXIT_FAILURE,
@@ -58,10 +58,6 @@ TEST_STREAM_S = 10.0
 #: Most previous days --backfill loads: Kite serves minute candles a few years back, but
 #: a longer warm start belongs in a --reconcile run of its own.
 MAX_BACKFILL_DAYS = 60
-#: Kite's candles of a session are final a little after its close: --reconcile refuses a
-#: day until this many minutes after its last session closed (RECONCILE_AFTER_CLOSE's
-#: default for the live service too).
-RECONCILE_MARGIN_MIN = 15.0
 
 
 class Parser(argparse.ArgumentParser):
@@ -368,6 +364,7 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
         chosen,
         "live",
         live=True,
+        history=KiteHistory(key, token, config.kite_api_root, sessions=config.sessions),
     )
 
 
@@ -428,7 +425,7 @@ def run_reconcile(
             last,
             {sessions[exchange_for(i.segment, i.exchange)] for i in instruments},
             datetime.now(IST),
-            RECONCILE_MARGIN_MIN,
+            DEFAULT_RECONCILE_AFTER_CLOSE,
         )
         sink.open(intervals, instruments)
         history = KiteHistory(key, token, config.kite_api_root, sessions=config.sessions)

@@ -29,6 +29,8 @@ from feedengine.textfile import TextFileError, read_text
 #: Default data directory: embedded PostgreSQL, spill file, checkpoints, instrument cache.
 DEFAULT_HOME = Path("~/.local/share/feedengine").expanduser()
 DEFAULT_HEARTBEAT_S = 30.0
+#: Kite's candles of a session are final a little after it closes (issue 11's default).
+DEFAULT_RECONCILE_AFTER_CLOSE = 15.0
 DEFAULT_WS_URL = "wss://ws.kite.trade"
 
 
@@ -72,6 +74,8 @@ class Config:
     intervals: tuple[int, ...] = DEFAULT_INTERVALS
     sessions: dict[str, Session] = field(default_factory=dict)
     grace_s: float = 2.0
+    #: Minutes after a session's close to reconcile it with Kite's candles; 0: never.
+    reconcile_after_close: float = DEFAULT_RECONCILE_AFTER_CLOSE
     kite_api_key: str | None = None
     kite_access_token: str | None = None
     kite_ws_url: str = DEFAULT_WS_URL
@@ -154,6 +158,12 @@ class Config:
             intervals=intervals,
             sessions=sessions,
             grace_s=_number("CANDLE_GRACE_SECONDS", get("CANDLE_GRACE_SECONDS") or "2", 0, 60),
+            reconcile_after_close=_number(
+                "RECONCILE_AFTER_CLOSE",
+                get("RECONCILE_AFTER_CLOSE") or str(DEFAULT_RECONCILE_AFTER_CLOSE),
+                0,
+                24 * 60,
+            ),
             kite_api_key=get("KITE_API_KEY"),
             kite_access_token=get("KITE_ACCESS_TOKEN"),
             kite_ws_url=get("KITE_WS_URL") or DEFAULT_WS_URL,

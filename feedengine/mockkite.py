@@ -299,9 +299,10 @@ class MockKite:
     def served(self, token: int, minutes: int, start_ns: int, end_ns: int) -> np.ndarray:
         """The ``HISTORY_DTYPE`` candles the server would answer for ``token``'s native
         ``minutes`` interval in ``[start_ns, end_ns]`` (what tests compare tables with)."""
-        assert self._book is not None, "this server serves no history"
+        book = self._book
+        assert book is not None, "this server serves no history"
         out: list[np.ndarray] = []
-        self._on_loop(lambda: out.append(self._book.candles(token, minutes, start_ns, end_ns)))
+        self._on_loop(lambda: out.append(book.candles(token, minutes, start_ns, end_ns)))
         return out[0]
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:

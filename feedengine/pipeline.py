@@ -22,12 +22,14 @@ from feedengine.errors import SinkUnavailable
 from feedengine.flusher import RETRY_FIRST_S, Flusher
 from feedengine.freshness import Staleness
 from feedengine.sink import Sink
-from feedengine.source import MessageBatch, Source
+from feedengine.source import Gap, MessageBatch, Source
 from feedengine.spill import SpillFile
 from feedengine.wire import Fault
 
 log = logging.getLogger(__name__)
 
+#: How often a live run hands on the spans of ticks that came too late (seconds).
+LATE_CHECK_S = 10.0
 #: Decoded ticks per kernel call; at least 65535 so that any single Kite message fits.
 TICK_BUFFER = 1 << 16
 
@@ -119,6 +121,10 @@ class Pipeline:
         self.on_stopping: Callable[[], None] | None = None
         self._source: Source | None = None
         self._stop_reason: str | None = None
+        #: Called with each gap in a live stream, and the spans of late ticks: the
+        #: historian repairs them.
+        self.on_gap: Callable[[Gap], None] | None = None
+        self._late_checked = 0.0
         self._live = False
         #: How far behind the exchange live ticks arrive (live runs only).
         self.staleness = Staleness()
@@ -212,12 +218,16 @@ class Pipeline:
         try:
             source.start()
             self.state = "running"
+            take_gaps: Callable[[], list[Gap]] | None = getattr(source, "take_gaps", None)
             for batch in source.batches():
+                if take_gaps is not None:
+                    self._gaps(take_gaps())
                 self._apply(batch, flusher)
                 if live:
                     engine.advance_clock(clock(), flusher.wait_for_space)
                     if engine.kernel.pending:
                         flusher.nudge()  # a closed candle is written now, not in 200 ms
+                    self._late_spans()
                 if self.on_batch is not None:
                     self.on_batch()
                 if self.stop_event.is_set():
@@ -252,6 +262,25 @@ class Pipeline:
         self.summary.counters = engine.counters()
         self.summary.faults = {Fault(i).name: int(v) for i, v in enumerate(self._faults) if i}
         return self.summary
+
+    def _gaps(self, gaps: list[Gap]) -> None:
+        """Before anything received after a gap: its instruments' next candles count their
+        volume from their own first tick, not from before the gap; then it is handed on."""
+        for gap in gaps:
+            self.engine.mark_gap(gap.tokens)
+            if self.on_gap is not None:
+                self.on_gap(gap)
+
+    def _late_spans(self) -> None:
+        """Now and then, hand on the spans in which ticks arrived too late for their
+        candles (their buckets may have no candle at all)."""
+        now = time.monotonic()
+        if self.on_gap is None or now - self._late_checked < LATE_CHECK_S:
+            return
+        self._late_checked = now
+        gap = self.engine.take_late()
+        if gap is not None:
+            self.on_gap(gap)
 
     def _apply(self, batch: MessageBatch, flusher: Flusher) -> None:
         first_bad = np.full(1, -1, np.int64)

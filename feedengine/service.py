@@ -14,19 +14,24 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.config import Config
 from feedengine.database import PostgresSink, embedded_dsn
 from feedengine.errors import EXIT_FAILURE, UsageError
 from feedengine.heartbeat import Monitor, MqttPublisher
+from feedengine.historian import WEEKEND, Historian
 from feedengine.home import HomeLock
 from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.progress import replay_progress
+from feedengine.reconcile import CandleHistory, reconcile
 from feedengine.replay import ReplaySource
+from feedengine.segments import IST
 from feedengine.sink import CsvSink, Sink
 from feedengine.source import Source
 from feedengine.spill import SpillFile
@@ -71,6 +76,9 @@ class Run:
         Whether the wall clock (or the source's own) closes candles, not the ticks' times.
     clock
         The live clock (Unix ns).
+    history
+        Kite's historical candles, for gap repair, reconciliation and ``--backfill`` (a live
+        run of Kite's feed; None otherwise).
     """
 
     source: Source
@@ -78,6 +86,7 @@ class Run:
     role: str
     live: bool
     clock: Callable[[], int] = time.time_ns
+    history: CandleHistory | None = None
 
 
 #: What a second signal prints on its way out.
@@ -133,6 +142,38 @@ def mqtt_publisher(args: argparse.Namespace, config: Config) -> MqttPublisher | 
     )
 
 
+def previous_weekdays(today: date, count: int) -> tuple[date, date]:
+    """The first and last of the ``count`` weekdays before ``today`` (holidays have no
+    candles at Kite, so they count but fill nothing)."""
+    days: list[date] = []
+    day = today
+    while len(days) < count:
+        day -= timedelta(days=1)
+        if day.weekday() not in WEEKEND:
+            days.append(day)
+    return days[-1], days[0]
+
+
+def backfill(
+    history: CandleHistory,
+    sink: PostgresSink,
+    instruments: list[Instrument],
+    intervals: tuple[int, ...],
+    days: int,
+) -> None:
+    """``--backfill DAYS``: the previous trading days' candles, before going live."""
+    first, last = previous_weekdays(datetime.now(IST).date(), days)
+    log.info(
+        "backfill: loading %s..%s from Kite for %d instruments before going live",
+        first,
+        last,
+        len(instruments),
+    )
+    report = reconcile(history, sink, instruments, intervals, first, last)
+    for line in report.lines():
+        log.info("backfill: %s", line)
+
+
 def run_service(
     args: argparse.Namespace, config: Config, db: Database, intervals: tuple[int, ...], run: Run
 ) -> int:
@@ -154,11 +195,32 @@ def run_service(
             checkpoint = config.checkpoint_path(run.role)
         pipeline = Pipeline(engine, sink, checkpoint=checkpoint, spill=spill)
         install_signal_handlers(pipeline)
+        historian = None
+        if run.history is not None and not args.csv:
+            sessions = config.sessions or CandleConfig().sessions
+            history_sink = PostgresSink(db(), config.table_names)
+            if args.backfill:
+                history_sink.open(intervals, run.instruments)
+                backfill(run.history, history_sink, run.instruments, intervals, args.backfill)
+            historian = Historian(
+                run.history,
+                history_sink,
+                run.instruments,
+                intervals,
+                sessions,
+                config.reconcile_after_close,
+                config.grace_s,
+            )
+            pipeline.on_gap = historian.repair_gap
+
+        def snapshot() -> dict[str, Any]:
+            status = pipeline.status()
+            if historian is not None:
+                status["history"] = historian.status()
+            return status
+
         monitor = Monitor(
-            pipeline.status,
-            config.heartbeat_interval,
-            mqtt_publisher(args, config),
-            config.service_id,
+            snapshot, config.heartbeat_interval, mqtt_publisher(args, config), config.service_id
         )
         pipeline.on_stopping = monitor.stopping
         log.info(
@@ -168,6 +230,8 @@ def run_service(
             ",".join(map(str, intervals)),
         )
         monitor.start()
+        if historian is not None:
+            historian.start()
         try:
             if isinstance(run.source, ReplaySource):
                 with replay_progress(run.source, pipeline):
@@ -175,6 +239,8 @@ def run_service(
             else:
                 summary = pipeline.run(run.source, live=run.live, clock=run.clock)
         finally:
+            if historian is not None:
+                historian.stop()
             monitor.stop()
     for line in summary.lines():
         print(line)
