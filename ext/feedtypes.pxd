@@ -60,9 +60,12 @@ ctypedef struct KTick:
     uint32_t instrument_token
     int32_t last_price
     int32_t volume_traded
+    int32_t day_high         # the day's high and low so far, as the packet reports them
+    int32_t day_low          # (a zero low: none); valid only when has_day_range
     uint16_t packet_length
     uint8_t segment
     uint8_t has_volume
+    uint8_t has_day_range    # the packet carries the day's high and low (ltp packets do not)
 
 cdef extern from *:
     """

@@ -87,8 +87,11 @@ def tick_streams(draw, max_instruments=6, max_ticks=120):
             tok,
             draw(st.integers(1, 10**6)),
             c if plen in (44, 184) and seg != 9 else 0,
+            0,
+            0,
             plen,
             seg,
             int(plen in (44, 184) and seg != 9),
+            int(plen != 8),
         )
     return ticks, tokens

@@ -100,9 +100,12 @@ def at(hh, mm, ss=0):
     return T0 + hh * 3600 + mm * 60 + ss
 
 
-def tick(recv_s, price, *, tok=INFY, plen=184, ets=None, vol=0, ltt=0, recv_extra_ns=0):
+def tick(
+    recv_s, price, *, tok=INFY, plen=184, ets=None, vol=0, ltt=0, recv_extra_ns=0, high=0, low=0
+):
     seg = tok & 0xFF
     has_vol = int(plen in (44, 184) and seg != 9)
+    has_range = int(plen != 8)
     ets = recv_s if ets is None else ets
     return (
         recv_s * NS_PER_S + recv_extra_ns,
@@ -111,9 +114,12 @@ def tick(recv_s, price, *, tok=INFY, plen=184, ets=None, vol=0, ltt=0, recv_extr
         tok,
         price,
         vol if has_vol else 0,
+        high if has_range else 0,
+        low if has_range else 0,
         plen,
         seg,
         has_vol,
+        has_range,
     )
 
 
