@@ -72,10 +72,13 @@ SLOT_DTYPE = np.dtype(
         ("open_ns", np.int64),
         ("close_ns", np.int64),
         ("preopen_day", np.int64),
+        ("extremes_day_ns", np.int64),
         ("token", np.uint32),
         ("open_s", np.int32),
         ("close_s", np.int32),
         ("preopen_price", np.int32),
+        ("day_high", np.int32),
+        ("day_low", np.int32),
     ],
     align=True,
 )
