@@ -80,6 +80,8 @@ def run_baseline(instruments, batches, max_ticks):
                     t["has_volume"] = t["packet_length"] in (44, 184) and t["segment"] != 9
                     if not t["has_volume"]:
                         t["volume_traded"] = 0
+                    t["has_day_range"] = t["packet_length"] != 8
+                    t["day_high"], t["day_low"] = t["high"], t["low"]
                     yield t
                     n += 1
                     if n >= max_ticks:

@@ -96,6 +96,9 @@ def baseline(path, dsn, table, n_ticks):
                     else 0,
                     "packet_length": 184 if t["mode"] == "full" and t["tradable"] else 32,
                     "has_volume": t["tradable"] and "volume_traded" in t,
+                    "has_day_range": "ohlc" in t,
+                    "day_high": round(t["ohlc"]["high"] * div) if "ohlc" in t else 0,
+                    "day_low": round(t["ohlc"]["low"] * div) if "ohlc" in t else 0,
                 }
             )
         if len(ticks) >= n_ticks:

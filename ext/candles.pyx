@@ -5,11 +5,13 @@ One :c:type:`Bar` per instrument slot and interval is updated in place from lean
 (``KTick``); completed candles go to a preallocated single-producer/single-consumer ring of
 :c:type:`CandleRow` that the flusher thread drains. When the ring lacks room the kernel stops
 and returns how far it got: the caller waits for the flusher (back-pressure), nothing is
-overwritten. Event-time rules, sessions, pre-open prices, volume baselines, late ticks and
-the closing clock follow SPEC section 4 exactly; ``feedengine.reference.candles`` states the
-same rules in plain Python and the tests hold the two equal.
+overwritten. Event-time rules, sessions, pre-open prices, the extremes between snapshots,
+volume baselines, late ticks and the closing clock follow SPEC section 4 exactly;
+``feedengine.reference.candles`` states the same rules in plain Python and the tests hold the
+two equal.
 """
-from libc.stdint cimport INT64_MAX, INT64_MIN, int32_t, int64_t, uint16_t, uint32_t
+from libc.stdint cimport (INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int32_t, int64_t, uint16_t,
+                          uint32_t)
 from libc.string cimport memcpy
 
 cimport numpy as cnp
@@ -48,6 +50,8 @@ cdef enum:
     N_COUNTERS = 5
 
 COUNTER_NAMES = ("ticks", "unknown", "preopen", "after_close", "rows")
+# Per-instrument state a checkpoint carries over (the session window is recomputed).
+SAVED_SLOT_FIELDS = ("preopen_day", "preopen_price", "extremes_day_ns", "day_high", "day_low")
 
 
 cdef inline int64_t floor_div(int64_t a, int64_t b) noexcept nogil:
@@ -123,6 +127,7 @@ cdef class CandleKernel:
         self.slots["close_s"] = close_s
         self.slots["day_start_ns"] = INT64_MIN
         self.slots["preopen_day"] = -1
+        self.slots["extremes_day_ns"] = INT64_MIN
         if (self.slots["close_s"] <= self.slots["open_s"]).any():
             raise ValueError("every session must close after it opens")
         self.bars = np.zeros(self.n_slots * self.n_intervals, BAR_DTYPE)
@@ -266,6 +271,44 @@ cdef class CandleKernel:
             b.last = cum
             b.next_base = cum
 
+    cdef void _day_range(self, Py_ssize_t slot, SlotState* s, const KTick* k,
+                         int64_t t) noexcept nogil:
+        """Fold a placed tick's day range into its date's extremes; widen its candles.
+
+        Called only for a tick whose range goes beyond the extremes or whose date has none
+        yet. A bar accepted the tick exactly when its bucket now holds ``t`` and the tick
+        came before the bucket's end + grace.
+        """
+        cdef Bar* b
+        cdef int j
+        cdef int32_t hi = INT32_MIN, lo = INT32_MAX
+        cdef bint first = s.extremes_day_ns != s.day_start_ns
+        if first:
+            if s.extremes_day_ns > s.day_start_ns:
+                # A tick of an earlier date than the extremes held: every interval has moved
+                # past its bucket or closed it, so it is late everywhere, and so is any later
+                # tick of its date: that date's extremes can no longer widen a candle.
+                return
+            s.extremes_day_ns = s.day_start_ns
+            s.day_high = INT32_MIN
+            s.day_low = INT32_MAX
+        if k.day_high > s.day_high:
+            s.day_high = hi = k.day_high
+        if k.day_low != 0 and k.day_low < s.day_low:
+            s.day_low = lo = k.day_low
+        for j in range(self.n_intervals):
+            b = self._bars + slot * self.n_intervals + j
+            if (b.state == BAR_NONE or not b.start_ns <= t < b.end_ns
+                    or k.recv_ns >= b.end_ns + self.grace_ns):
+                continue
+            # The date's first range widens only the session's first bucket.
+            if first and b.start_ns != s.open_ns:
+                continue
+            if hi > b.high:
+                b.high = hi
+            if lo < b.low:
+                b.low = lo
+
     cdef void _tick(self, const KTick* k) noexcept nogil:
         cdef int32_t slot = self._lookup(k.instrument_token)
         cdef SlotState* s
@@ -327,6 +370,11 @@ cdef class CandleKernel:
                 b.last = k.volume_traded
                 b.next_base = k.volume_traded
             self._next_deadline = min(self._next_deadline, end + self.grace_ns)
+        # Rarely true, so checked once after the loop: checked per interval inside it, the
+        # day range cost the kernel 10 % of its time, here 4 % (best of 20, 1.5 M ticks).
+        if k.has_day_range and (k.day_high > s.day_high or (k.day_low < s.day_low and k.day_low)
+                                or s.extremes_day_ns != s.day_start_ns):
+            self._day_range(slot, s, k, t)
 
     cdef bint _sweep(self) noexcept nogil:
         """Emit every open bar whose end + grace the clock has passed; False if the ring filled."""
@@ -440,8 +488,9 @@ cdef class CandleKernel:
     def restore(self, state):
         """Resume from ``state()`` of a kernel over possibly other instruments and intervals.
 
-        Bars and pre-open prices are restored for the tokens and the intervals (by length)
-        present in both; the others start empty. The ring must be empty.
+        Bars, pre-open prices and the day's extremes are restored for the tokens and the
+        intervals (by length) present in both; the others start empty. The ring must be
+        empty.
         """
         if self.pending:
             raise ValueError("restore needs an empty candle ring")
@@ -456,8 +505,10 @@ cdef class CandleKernel:
             old = index.get(tok)
             if old is None:
                 continue
-            for name in ("preopen_day", "preopen_price"):
-                self.slots[name][slot] = old_slots[name][old]
+            for name in SAVED_SLOT_FIELDS:
+                # A checkpoint of an earlier version lacks the extremes: they start empty.
+                if name in old_slots.dtype.names:
+                    self.slots[name][slot] = old_slots[name][old]
             for j, k in common:
                 bars[slot, j] = old_bars[old, k]
         self.counters[:] = state["counters"]
@@ -481,6 +532,8 @@ def struct_layout():
             "close_ns": <char*>&s.close_ns - sp, "preopen_day": <char*>&s.preopen_day - sp,
             "token": <char*>&s.token - sp, "open_s": <char*>&s.open_s - sp,
             "close_s": <char*>&s.close_s - sp, "preopen_price": <char*>&s.preopen_price - sp,
+            "extremes_day_ns": <char*>&s.extremes_day_ns - sp,
+            "day_high": <char*>&s.day_high - sp, "day_low": <char*>&s.day_low - sp,
         }),
         "Bar": (sizeof(Bar), {
             "start_ns": <char*>&b.start_ns - bp, "end_ns": <char*>&b.end_ns - bp,

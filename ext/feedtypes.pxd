@@ -60,9 +60,12 @@ ctypedef struct KTick:
     uint32_t instrument_token
     int32_t last_price
     int32_t volume_traded
+    int32_t day_high         # the day's high and low so far, as the packet reports them
+    int32_t day_low          # (a zero low: none); valid only when has_day_range
     uint16_t packet_length
     uint8_t segment
     uint8_t has_volume
+    uint8_t has_day_range    # the packet carries the day's high and low (ltp packets do not)
 
 cdef extern from *:
     """
@@ -99,10 +102,13 @@ ctypedef struct SlotState:
     int64_t open_ns          # session open and close instants of that day
     int64_t close_ns
     int64_t preopen_day      # IST day number whose pre-open price is known (-1: none)
+    int64_t extremes_day_ns  # the day_start_ns whose date day_high/day_low hold (INT64_MIN: none)
     uint32_t token
     int32_t open_s           # session open and close, seconds after IST midnight
     int32_t close_s
     int32_t preopen_price
+    int32_t day_high         # largest day high of that date's in-session ticks so far
+    int32_t day_low          # smallest non-zero day low of them (INT32_MAX: none yet)
 
 ctypedef struct Bar:
     # Per instrument and interval: the current candle and its volume baselines.

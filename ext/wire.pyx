@@ -150,15 +150,23 @@ cdef inline void fill_ktick(const uint8_t* p, uint16_t plen, int64_t recv_ns,
     t.last_trade_time = 0
     t.volume_traded = 0
     t.has_volume = 0
+    t.day_high = 0
+    t.day_low = 0
+    t.has_day_range = plen != PKT_LTP
     if plen == PKT_QUOTE or plen == PKT_FULL:
+        t.day_high = be_i32(p + 32)
+        t.day_low = be_i32(p + 36)
         if t.segment != SEG_INDICES:
             t.volume_traded = be_i32(p + 16)
             t.has_volume = 1
         if plen == PKT_FULL:
             t.last_trade_time = be_i32(p + 44)
             t.exchange_timestamp = be_i32(p + 60)
-    elif plen == PKT_INDEX_FULL:
-        t.exchange_timestamp = be_i32(p + 28)
+    elif plen == PKT_INDEX_QUOTE or plen == PKT_INDEX_FULL:
+        t.day_high = be_i32(p + 8)
+        t.day_low = be_i32(p + 12)
+        if plen == PKT_INDEX_FULL:
+            t.exchange_timestamp = be_i32(p + 28)
 
 
 ctypedef fused AnyTick:
@@ -328,8 +336,11 @@ def struct_layout():
             "instrument_token": <char*>&k.instrument_token - kb,
             "last_price": <char*>&k.last_price - kb,
             "volume_traded": <char*>&k.volume_traded - kb,
+            "day_high": <char*>&k.day_high - kb,
+            "day_low": <char*>&k.day_low - kb,
             "packet_length": <char*>&k.packet_length - kb,
             "segment": <char*>&k.segment - kb,
             "has_volume": <char*>&k.has_volume - kb,
+            "has_day_range": <char*>&k.has_day_range - kb,
         }),
     }

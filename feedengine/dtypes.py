@@ -45,7 +45,8 @@ TICK_DTYPE = np.dtype(
     align=True,
 )
 
-#: The candle kernel's lean tick row (``KTick`` in feedtypes.pxd).
+#: The candle kernel's lean tick row (``KTick`` in feedtypes.pxd). ``day_high`` and
+#: ``day_low`` are the day's range as the packet reports it, valid when ``has_day_range``.
 KTICK_DTYPE = np.dtype(
     [
         ("recv_ns", np.int64),
@@ -54,9 +55,12 @@ KTICK_DTYPE = np.dtype(
         ("instrument_token", np.uint32),
         ("last_price", np.int32),
         ("volume_traded", np.int32),
+        ("day_high", np.int32),
+        ("day_low", np.int32),
         ("packet_length", np.uint16),
         ("segment", np.uint8),
         ("has_volume", np.uint8),
+        ("has_day_range", np.uint8),
     ],
     align=True,
 )
@@ -68,10 +72,13 @@ SLOT_DTYPE = np.dtype(
         ("open_ns", np.int64),
         ("close_ns", np.int64),
         ("preopen_day", np.int64),
+        ("extremes_day_ns", np.int64),
         ("token", np.uint32),
         ("open_s", np.int32),
         ("close_s", np.int32),
         ("preopen_price", np.int32),
+        ("day_high", np.int32),
+        ("day_low", np.int32),
     ],
     align=True,
 )

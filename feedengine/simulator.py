@@ -20,6 +20,10 @@ The market model
   integer units. Packets carry the day's open/high/low, the previous close, a rising
   cumulative volume, last traded quantity, average price, buy/sell quantities, five depth
   levels each side and open interest for derivatives.
+* Trades also happen between two ticks (the volume a tick adds beyond its own trade): they
+  reach past both ticks' prices, so the next packet's day high or low can be a price no
+  tick had, as Kite's one snapshot a second shows (SPEC section 4, extremes between
+  snapshots).
 * NSE stocks have a pre-open: quiet indicative ticks from 09:00 (volume 0, last trade on the
   previous day), the auction match at a random second between 09:07 and 09:08 (one full
   packet each, whose last trade time is the match time on the trading date and whose volume
@@ -130,6 +134,10 @@ P_TRADE = 0.75
 QUIET_RATE, BUFFER_RATE, AFTER_RATE = 0.02, 0.02, 0.05
 #: Share of pre-open order-entry ticks that move the indicative price.
 P_QUIET_MOVE = 0.5
+#: The unreported trades between two snapshots reach beyond both snapshots' prices by a
+#: half-normal number of price steps, in units of the instrument's per-trade step: the
+#: next packet's day high/low can show a price no tick had (SPEC section 4).
+BETWEEN_REACH = 0.5
 #: The pre-open order entry closes at a random second in [09:07, 09:08); the match ticks
 #: then arrive over this many seconds.
 MATCH_SPREAD_S = 30
@@ -1002,9 +1010,11 @@ class _Draws:
     others: np.ndarray  # (S,) volume of the unreported trades since the last tick
     latency: np.ndarray  # (S,) int64 ns
     oi_z: np.ndarray  # (S,) standard normal: open-interest change
+    reach_up: np.ndarray  # (S,) how far the trades between snapshots go above both ticks
+    reach_down: np.ndarray  # (S,) ... and below
 
 
-def _draw_tables(rng: np.random.Generator) -> _Draws:
+def _draw_tables(rng: np.random.Generator, between_rng: np.random.Generator) -> _Draws:
     s = DRAW_ROWS
     level = np.tile(1 + 0.25 * np.arange(DEPTH), 2)[:, None]
     gap_choices = np.array([1, 1, 1, 1, 2, 2, 3])
@@ -1030,6 +1040,8 @@ def _draw_tables(rng: np.random.Generator) -> _Draws:
         others=1.5 * rng.standard_exponential(s),
         latency=np.round(latency_ms * 1e6).astype(np.int64),
         oi_z=rng.standard_normal(s),
+        reach_up=BETWEEN_REACH * np.abs(between_rng.standard_normal(s)),
+        reach_down=BETWEEN_REACH * np.abs(between_rng.standard_normal(s)),
     )
 
 
@@ -1092,7 +1104,9 @@ def _prev_trading_day(day: date) -> date:
 def _build(config: SimConfig) -> _Session:
     specs = _specs(config)
     n = len(specs)
-    universe_seq, tick_seq = np.random.SeedSequence(config.seed).spawn(2)
+    # The third stream (the reach of the trades between snapshots) was added later; its own
+    # stream left every other draw of a seed, so every tick's time and price, as it was.
+    universe_seq, tick_seq, between_seq = np.random.SeedSequence(config.seed).spawn(3)
     urng = np.random.Generator(np.random.PCG64(universe_seq))
     segment = np.array([s.segment for s in specs], dtype=np.int64)
     klass = np.array([s.klass for s in specs], dtype=np.int64)
@@ -1127,7 +1141,7 @@ def _build(config: SimConfig) -> _Session:
     )
     _schedule(session, tick_seq)
     _calibrate(session, urng)
-    _init_state(session, urng)
+    _init_state(session, urng, np.random.Generator(np.random.PCG64(between_seq)))
     return session
 
 
@@ -1228,7 +1242,7 @@ def _calibrate(s: _Session, urng: np.random.Generator) -> None:
     )
 
 
-def _init_state(s: _Session, urng: np.random.Generator) -> None:
+def _init_state(s: _Session, urng: np.random.Generator, between_rng: np.random.Generator) -> None:
     n = len(s.klass)
     gap = np.round(s.prev_close * urng.normal(0, GAP_SIGMA, n) / s.tick).astype(np.int64)
     price = np.clip(s.prev_close + gap * s.tick, s.floor, s.ceil)
@@ -1260,7 +1274,7 @@ def _init_state(s: _Session, urng: np.random.Generator) -> None:
         oi_low=oi.copy(),
         last_recv=np.full(n, s.origin_ns, dtype=np.int64),
     )
-    s.draws = _draw_tables(s.rng)
+    s.draws = _draw_tables(s.rng, between_rng)
     s.depth_lot = np.maximum(1, np.round(s.size)).astype(np.int64) * s.unit
     # total buy/sell quantities: a few hundred typical trades (draw tables are in 1/100s).
     s.book_lot = np.maximum(1, np.round(s.book_size * s.size * s.unit / 100)).astype(np.int64)
@@ -1301,7 +1315,8 @@ def _generate(s: _Session, ch: _Chunk) -> dict[int, tuple[np.ndarray, np.ndarray
     move = u < p_move[inst]
     # Price: a random walk on the tick grid (stochastic rounding keeps small steps alive).
     z = rng.standard_normal(k, dtype=np.float32)
-    steps = np.floor(z * s.sigma[inst] + dr.u_round[draw]).astype(np.int64)
+    sigma = s.sigma[inst]
+    steps = np.floor(z * sigma + dr.u_round[draw]).astype(np.int64)
     steps[~move] = 0
     tick = s.tick[inst]
     price = np.clip(st.price[inst] + g.cumsum(steps) * tick, s.floor[inst], s.ceil[inst])
@@ -1309,7 +1324,8 @@ def _generate(s: _Session, ch: _Chunk) -> dict[int, tuple[np.ndarray, np.ndarray
     unit = s.unit[inst]
     size = s.size[inst]
     ltq_new = np.maximum(1, np.round(size * dr.ltq[draw])).astype(np.int64)
-    dvol = (ltq_new + np.floor(size * dr.others[draw]).astype(np.int64)) * unit
+    others = np.floor(size * dr.others[draw]).astype(np.int64)
+    dvol = (ltq_new + others) * unit
     volume_trade = trade & s.has_volume[inst]
     dvol[~volume_trade] = 0
     at_match = match[inst]
@@ -1322,15 +1338,26 @@ def _generate(s: _Session, ch: _Chunk) -> dict[int, tuple[np.ndarray, np.ndarray
     ltt = g.ffill(trade_time, volume_trade, st.ltt[inst])
     vwap_num = st.vwap_num[inst] + g.cumsum(price * dvol.astype(np.float64))
     avg = np.round(vwap_num / np.maximum(volume, 1)).astype(np.int64)
+    # The unreported trades since the previous tick (its volume's ``others``) went beyond
+    # the prices of both ticks; only the day high/low show them.
+    between = trade & (others > 0) & ~at_match
+    prev = np.empty_like(price)
+    prev[1:] = price[:-1]
+    prev[g.starts] = st.price[g.members]
+    # One-dimensional tables: gathering columns of a (2, S) table took 10 times as long.
+    up = np.floor(dr.reach_up[draw] * sigma).astype(np.int64) * tick
+    down = np.floor(dr.reach_down[draw] * sigma).astype(np.int64) * tick
+    top = np.where(between, np.maximum(prev, price) + up, price)
+    bottom = np.where(between, np.minimum(prev, price) - down, price)
     # Day open/high/low: from the day's first trade on; 0 before it.
     traded_before = st.traded[inst]
     has_traded = traded_before | (g.cumsum(trade.astype(np.int64)) > 0)
     first_trade = np.minimum.reduceat(np.where(trade, np.arange(k), k), g.starts)
     first_price = price[np.minimum(first_trade, k - 1)][g.rank]
     day_open = np.where(traded_before, st.open[inst], first_price)
-    high = np.maximum(g.cummax(np.where(trade, price, 0)), st.high[inst])
+    high = np.maximum(g.cummax(np.where(trade, np.minimum(top, s.ceil[inst]), 0)), st.high[inst])
     low = np.minimum(
-        g.cummin(np.where(trade, price, INT32_MAX)),
+        g.cummin(np.where(trade, np.maximum(bottom, s.floor[inst]), INT32_MAX)),
         np.where(traded_before, st.low[inst], INT32_MAX),
     )
     not_yet = ~has_traded

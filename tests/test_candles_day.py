@@ -49,6 +49,12 @@ def day(tmp_path_factory):
             parts.append(buf[:end].copy())
     ticks = np.concatenate(parts)
     assert not faults.any()
+    engine, rows = run_engine(instruments, ticks)
+    return instruments, ticks, rows, engine
+
+
+def run_engine(instruments, ticks):
+    """The engine over a day's ticks: ``(engine, every candle row)``."""
     engine = CandleEngine(instruments, CandleConfig(intervals=INTERVALS))
     rows = []
     out = np.empty(engine.kernel.capacity, CANDLE_ROW_DTYPE)
@@ -59,7 +65,7 @@ def day(tmp_path_factory):
     while not engine.kernel.finalize():
         rows.append(out[: engine.kernel.drain(out)].copy())
     rows.append(out[: engine.kernel.drain(out)].copy())
-    return instruments, ticks, np.concatenate(rows), engine
+    return engine, np.concatenate(rows)
 
 
 def candles_frame(instruments, rows):
@@ -79,6 +85,24 @@ def candles_frame(instruments, rows):
     return df.set_index(["token", "minutes", "bucket"]).sort_index()
 
 
+def range_moves(live):
+    """Per in-session tick with a day range: the day high and low it widens its candles to
+    (NaN: none), and whether it is its date's first (SPEC: extremes between snapshots)."""
+    ranged = live[live.has_day_range == 1]
+    date = [ranged.instrument_token, ranged.midnight]
+    high_before = ranged.groupby(date).day_high.transform(lambda s: s.cummax().shift())
+    lows = ranged.day_low.where(ranged.day_low != 0).astype(float)
+    low_before = lows.groupby(date).transform(lambda s: s.cummin().ffill().shift())
+    first = ranged.groupby(date).cumcount() == 0
+    return pd.DataFrame(
+        {
+            "up": ranged.day_high.where(first | (ranged.day_high > high_before)),
+            "down": lows.where(first | low_before.isna() | (lows < low_before)),
+            "first": first,
+        }
+    ).reindex(live.index)
+
+
 def pandas_candles(instruments, ticks):
     """SPEC section 4 for an orderly day (no late ticks, no volume resets), in pandas."""
     sessions = {
@@ -88,9 +112,9 @@ def pandas_candles(instruments, ticks):
     df = pd.DataFrame({k: ticks[k] for k in KTICK_DTYPE.names})
     use_ets = df.packet_length.isin([32, 184]) & (df.exchange_timestamp != 0)
     df["t"] = np.where(use_ets, df.exchange_timestamp.astype(np.int64) * NS_PER_S, df.recv_ns)
-    midnight = (df.t + IST_OFFSET_NS) // NS_PER_DAY * NS_PER_DAY - IST_OFFSET_NS
-    df["open_ns"] = midnight + df.instrument_token.map(lambda t: sessions[t].open_s) * NS_PER_S
-    close_ns = midnight + df.instrument_token.map(lambda t: sessions[t].close_s) * NS_PER_S
+    df["midnight"] = (df.t + IST_OFFSET_NS) // NS_PER_DAY * NS_PER_DAY - IST_OFFSET_NS
+    df["open_ns"] = df.midnight + df.instrument_token.map(lambda t: sessions[t].open_s) * NS_PER_S
+    close_ns = df.midnight + df.instrument_token.map(lambda t: sessions[t].close_s) * NS_PER_S
     df["seq"] = np.arange(len(df))
     pre = df[df.t < df.open_ns]
     ltt_day = (pre.last_trade_time.astype(np.int64) * NS_PER_S + IST_OFFSET_NS) // NS_PER_DAY
@@ -99,16 +123,25 @@ def pandas_candles(instruments, ticks):
     preopen_price = auction.groupby("instrument_token").last_price.last()
     pre_volume = pre[pre.has_volume == 1].groupby("instrument_token").volume_traded.last()
     live = df[(df.t >= df.open_ns) & (df.t < close_ns)]
+    live = live.join(range_moves(live))
     frames = []
     for minutes in INTERVALS:
         length = minutes * NS_PER_MIN
         g = live.assign(bucket=live.open_ns + (live.t - live.open_ns) // length * length)
+        # The date's first tick with a range widens only the session's first bucket.
+        widens = ~g["first"].fillna(False).astype(bool) | (g.bucket == g.open_ns)
+        g = g.assign(up=g.up.where(widens), down=g.down.where(widens))
         agg = g.groupby(["instrument_token", "bucket"]).agg(
             open=("last_price", "first"),
             high=("last_price", "max"),
             low=("last_price", "min"),
             close=("last_price", "last"),
+            up=("up", "max"),
+            down=("down", "min"),
         )
+        agg["high"] = np.fmax(agg.high, agg.up)
+        agg["low"] = np.fmin(agg.low, agg.down)
+        agg = agg.drop(columns=["up", "down"])
         vol = (
             g[g.has_volume == 1]
             .groupby(["instrument_token", "bucket"])
@@ -156,3 +189,20 @@ def test_candle_invariants(day):
     vol = ticks[ticks["has_volume"] == 1]
     last = pd.Series(vol["volume_traded"]).groupby(vol["instrument_token"]).max()
     assert (per_interval[1] <= last.reindex(per_interval.index).fillna(0)).all()
+
+
+def test_the_day_range_widens_candles_of_a_simulated_day(day):
+    """The simulated market trades between snapshots: the rule widens some candles' high and
+    low and changes nothing else."""
+    instruments, ticks, rows, _ = day
+    plain = ticks.copy()
+    plain["has_day_range"] = 0
+    got = candles_frame(instruments, rows)
+    without = candles_frame(instruments, run_engine(instruments, plain)[1])
+    assert got.index.equals(without.index)
+    for name in ("open", "close", "volume"):
+        assert (got[name] == without[name]).all()
+    assert (got.high >= without.high).all() and (got.low <= without.low).all()
+    for name in ("high", "low"):
+        changed = (got[name] != without[name]).xs(1, level="minutes")
+        assert 0.01 < changed.mean() < 0.5, (name, changed.mean())

@@ -1,21 +1,42 @@
 """The compiled candle kernel against the reference aggregator and SPEC section 4 by hand."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedengine import _candles
-from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE, SLOT_DTYPE
+from feedengine.instruments import Instrument
 from feedengine.reference import candles as ref
 from feedengine.sessions import NS_PER_S
-from tests.candle_streams import DAY0_S, sessions_of, tick_streams
+from tests.candle_streams import (
+    DAY0_S,
+    EXTREMES_CASES,
+    FIRST_BUCKET_ANCHORS,
+    extremes_cases,
+    sessions_of,
+    tick_streams,
+)
 
 INTERVALS = [1, 3, 5, 15, 60, 75]
+# Intervals whose first buckets differ, for the extremes' "session's first bucket" edge.
+EXTREMES_INTERVALS = [1, 5, 15]
 
 
 def run_kernel(
-    ticks, sessions, intervals, *, ring=64, batch=None, grace_ns=2 * NS_PER_S, kernel=None
+    ticks,
+    sessions,
+    intervals,
+    *,
+    ring=64,
+    batch=None,
+    grace_ns=2 * NS_PER_S,
+    kernel=None,
+    finalize=True,
 ):
     """Feed ticks in batches, draining a small ring as it fills; return (kernel, rows)."""
     tokens = list(sessions)
@@ -42,7 +63,7 @@ def run_kernel(
         while i < hi:
             i = kernel.process(ticks, i, hi)
             drain()
-    while not kernel.finalize():
+    while finalize and not kernel.finalize():
         drain()
     drain()
     return kernel, rows
@@ -63,15 +84,12 @@ def reference_rows(result):
     return {(tok, m, s): (o, h, lo, c, v) for tok, m, s, o, h, lo, c, v in result.rows}
 
 
-@settings(max_examples=300, deadline=None)
-@given(tick_streams(), st.sampled_from([None, 1, 7]), st.sampled_from([8, 64, 4096]))
-def test_kernel_equals_reference(stream, batch, ring):
-    ticks, tokens = stream
+def assert_kernel_equals_reference(ticks, tokens, intervals, batch=None, ring=64):
     sessions = sessions_of(tokens)
-    kernel, rows = run_kernel(ticks, sessions, INTERVALS, ring=ring, batch=batch)
-    want = ref.aggregate(ticks, sessions, INTERVALS)
+    kernel, rows = run_kernel(ticks, sessions, intervals, ring=ring, batch=batch)
+    want = ref.aggregate(ticks, sessions, intervals)
     assert final_rows(kernel, rows) == reference_rows(want)
-    assert list(kernel.late) == [want.late[m] for m in INTERVALS]
+    assert list(kernel.late) == [want.late[m] for m in intervals]
     counters = dict(zip(_candles.COUNTER_NAMES, kernel.counters.tolist(), strict=True))
     assert (counters["preopen"], counters["after_close"], counters["unknown"]) == (
         want.preopen,
@@ -80,13 +98,58 @@ def test_kernel_equals_reference(stream, batch, ring):
     )
 
 
-@settings(max_examples=100, deadline=None)
-@given(tick_streams(max_ticks=60))
-def test_each_candle_emitted_once_when_recv_ordered(stream):
+@settings(max_examples=300, deadline=None)
+@given(tick_streams(), st.sampled_from([None, 1, 7]), st.sampled_from([8, 64, 4096]))
+def test_kernel_equals_reference(stream, batch, ring):
+    assert_kernel_equals_reference(*stream, INTERVALS, batch, ring)
+
+
+@settings(max_examples=300, deadline=None)
+@given(tick_streams(max_instruments=2, max_ticks=60, anchors=FIRST_BUCKET_ANCHORS))
+def test_kernel_equals_reference_around_the_first_buckets(stream):
+    assert_kernel_equals_reference(*stream, EXTREMES_INTERVALS)
+
+
+@settings(max_examples=150, deadline=None)
+@given(tick_streams(max_ticks=80), st.data())
+def test_a_checkpoint_anywhere_resumes_the_same_candles(stream, data):
     ticks, tokens = stream
-    _, rows = run_kernel(ticks, sessions_of(tokens), INTERVALS, ring=8)
-    keys = [(r[2], r[7], r[0]) for r in rows]
-    assert len(keys) == len(set(keys))
+    sessions = sessions_of(tokens)
+    whole = final_rows(*run_kernel(ticks, sessions, EXTREMES_INTERVALS))
+    cut = data.draw(st.integers(0, len(ticks)))
+    first, rows = run_kernel(ticks[:cut], sessions, EXTREMES_INTERVALS, finalize=False)
+    resumed = _candles.CandleKernel(
+        list(sessions),
+        [s[0] for s in sessions.values()],
+        [s[1] for s in sessions.values()],
+        EXTREMES_INTERVALS,
+    )
+    resumed.restore(first.state())
+    _, more = run_kernel(ticks[cut:], sessions, EXTREMES_INTERVALS, kernel=resumed)
+    assert final_rows(resumed, rows + more) == whole
+
+
+def examples_per_case(strategy, intervals, n=200):
+    """In how many of ``n`` examples of ``strategy`` each case of the extremes rule occurs."""
+    examples: Counter[str] = Counter()
+
+    @settings(max_examples=n, deadline=None, database=None, derandomize=True)
+    @given(strategy)
+    def count(stream):
+        examples.update(extremes_cases(*stream, intervals).keys())
+
+    count()
+    return examples
+
+
+def test_streams_reach_every_edge_of_the_extremes_rule():
+    """The streams above produce each case the rule distinguishes, in many examples."""
+    examples = examples_per_case(tick_streams(), INTERVALS)
+    assert {case: examples[case] for case in EXTREMES_CASES if examples[case] < 10} == {}
+    around_the_open = tick_streams(max_instruments=2, max_ticks=60, anchors=FIRST_BUCKET_ANCHORS)
+    examples = examples_per_case(around_the_open, EXTREMES_INTERVALS)
+    rare = {case: examples[case] for case in EXTREMES_CASES if examples[case] < 10}
+    assert set(rare) <= {"after-close range"}, rare  # no anchor near the close
 
 
 # --- hand-written cases, one rule each --------------------------------------------------
@@ -100,9 +163,12 @@ def at(hh, mm, ss=0):
     return T0 + hh * 3600 + mm * 60 + ss
 
 
-def tick(recv_s, price, *, tok=INFY, plen=184, ets=None, vol=0, ltt=0, recv_extra_ns=0):
+def tick(
+    recv_s, price, *, tok=INFY, plen=184, ets=None, vol=0, ltt=0, recv_extra_ns=0, high=0, low=0
+):
     seg = tok & 0xFF
     has_vol = int(plen in (44, 184) and seg != 9)
+    has_range = int(plen != 8)
     ets = recv_s if ets is None else ets
     return (
         recv_s * NS_PER_S + recv_extra_ns,
@@ -111,9 +177,12 @@ def tick(recv_s, price, *, tok=INFY, plen=184, ets=None, vol=0, ltt=0, recv_extr
         tok,
         price,
         vol if has_vol else 0,
+        high if has_range else 0,
+        low if has_range else 0,
         plen,
         seg,
         has_vol,
+        has_range,
     )
 
 
@@ -320,3 +389,170 @@ def test_ring_never_overwritten_when_the_clock_sweep_fills_it():
     out = np.zeros(8, CANDLE_ROW_DTYPE)
     assert k.drain(out) == 3
     assert k.process(ticks, 4) == 5 and k.pending == 2
+
+
+# --- extremes between snapshots (SPEC section 4) ------------------------------------------
+
+
+def test_day_high_and_low_between_snapshots_widen_the_candle():
+    got, _ = candles(
+        [
+            tick(at(9, 20, 5), 100, high=104, low=97),  # the date's first; not the first bucket
+            tick(at(9, 21, 5), 101, high=106, low=97),  # a trade at 106 since the last snapshot
+            tick(at(9, 21, 30), 102, high=106, low=95),  # ... and one at 95
+            tick(at(9, 22, 5), 103, high=106, low=95),  # nothing beyond the day's extremes
+        ]
+    )
+    assert got == {
+        (1, hm(9, 20)): (100, 100, 100, 100, 0),
+        (1, hm(9, 21)): (101, 106, 95, 102, 0),
+        (1, hm(9, 22)): (103, 103, 103, 103, 0),
+    }
+
+
+def test_first_tick_of_the_date_extends_only_the_sessions_first_bucket():
+    # 09:16 is the second 1-minute bucket but inside the first 15-minute one.
+    got, _ = candles([tick(at(9, 16, 5), 100, high=108, low=93)], intervals=(1, 15))
+    assert got == {(1, hm(9, 16)): (100,) * 4 + (0,), (15, hm(9, 15)): (100, 108, 93, 100, 0)}
+    got, _ = candles([tick(at(9, 15, 30), 100, high=108, low=93)], intervals=(1, 15))
+    assert got == {(1, hm(9, 15)): (100, 108, 93, 100, 0), (15, hm(9, 15)): (100, 108, 93, 100, 0)}
+
+
+def test_late_tick_moves_the_extremes_but_raises_no_candle_that_rejects_it():
+    ticks = [
+        tick(at(9, 31, 5), 100, high=101, low=99),
+        # Stamped 09:30:50: late for the 1-minute candles (09:31 is current), accepted by the
+        # 5-minute 09:30 candle, which rises to the day high.
+        tick(at(9, 31, 6), 104, ets=at(9, 30, 50), high=110, low=99),
+        tick(at(9, 31, 10), 102, high=110, low=99),  # 110 is already known: no raise
+        # Received after its 5-minute bucket's end + grace: late for every interval.
+        tick(at(9, 35, 10), 105, ets=at(9, 34, 59), high=130, low=99),
+        tick(at(9, 36, 5), 106, high=130, low=99),  # 130 is already known: no raise
+    ]
+    got, k = candles(ticks, intervals=(1, 5))
+    assert got == {
+        (1, hm(9, 31)): (100, 102, 100, 102, 0),
+        (1, hm(9, 36)): (106,) * 4 + (0,),
+        (5, hm(9, 30)): (100, 110, 100, 102, 0),
+        (5, hm(9, 35)): (106,) * 4 + (0,),
+    }
+    assert list(k.late) == [2, 1]
+    # Nor is the 5-minute 09:30 bar, written already, widened in the state a checkpoint saves.
+    k, _ = run_kernel(np.array(ticks[:4], KTICK_DTYPE), sessions_of([INFY]), [1, 5], finalize=False)
+    assert k.state()["bars"][1]["high"] == 110
+
+
+def test_a_new_ist_date_starts_the_extremes_afresh():
+    day = 86400
+    got, _ = candles(
+        [
+            tick(at(9, 20), 100, high=200, low=50),
+            tick(at(9, 21), 100, high=210, low=50),
+            tick(at(9, 20) + day, 100, high=150, low=90),  # the new date's first
+            tick(at(9, 21) + day, 100, high=160, low=90),  # below yesterday's 210, above 150
+        ]
+    )
+    assert got[(1, hm(9, 21))][:4] == (100, 210, 100, 100)
+    assert got[(1, hm(9, 20) + day)][:4] == (100, 100, 100, 100)
+    assert got[(1, hm(9, 21) + day)][:4] == (100, 160, 100, 100)
+
+
+def test_index_packets_carry_the_day_range():
+    got, _ = candles(
+        [
+            tick(at(9, 20, 1), 21700, tok=NIFTY, plen=32, high=21750, low=21650),
+            tick(at(9, 21, 1), 21710, tok=NIFTY, plen=28, high=21800, low=21600),
+        ],
+        tokens=(NIFTY,),
+    )
+    assert got[(1, hm(9, 21))] == (21710, 21800, 21600, 21710, 0)
+
+
+def test_a_zero_day_low_is_ignored():
+    got, _ = candles(
+        [
+            tick(at(9, 20), 100, high=101, low=0),  # the date's first, no low yet
+            tick(at(9, 21), 100, high=101, low=0),
+            tick(at(9, 22), 100, high=101, low=97),  # the first low: below none
+            tick(at(9, 23), 100, high=101, low=0),
+            tick(at(9, 24), 100, high=101, low=98),  # not below 97
+        ]
+    )
+    assert [got[(1, hm(9, m))][2] for m in range(20, 25)] == [100, 100, 97, 100, 100]
+
+
+def test_ltp_packets_carry_no_day_range():
+    rows = np.array(
+        [tick(at(9, 15, 10), 100, plen=8), tick(at(9, 16, 10), 101, high=110, low=90)],
+        KTICK_DTYPE,
+    )
+    rows[0]["day_high"], rows[0]["day_low"] = 500, 1  # whatever the row holds, unflagged
+    got, _ = candles(rows.tolist())
+    # The ltp tick is not the date's first with a range: the 09:16 tick is, outside the
+    # first bucket.
+    assert got == {(1, hm(9, 15)): (100,) * 4 + (0,), (1, hm(9, 16)): (101,) * 4 + (0,)}
+
+
+def test_pre_open_and_after_close_ticks_do_not_count():
+    got, _ = candles(
+        [
+            tick(at(9, 10), 100, high=130, low=70),  # pre-open: not the date's first
+            tick(at(9, 15, 5), 100, high=105, low=95),  # the first, in the first bucket
+            tick(at(9, 16, 5), 100, high=130, low=70),  # beyond 105/95: the pre-open did not count
+            tick(at(15, 29, 30), 100, high=130, low=70),
+            tick(at(15, 30, 1), 100, high=150, low=60),  # after the close
+        ]
+    )
+    assert got == {
+        (1, hm(9, 15)): (100, 105, 95, 100, 0),
+        (1, hm(9, 16)): (100, 130, 70, 100, 0),
+        (1, hm(15, 29)): (100,) * 4 + (0,),
+    }
+
+
+def test_checkpoint_carries_the_extremes():
+    sessions = sessions_of([INFY])
+    ticks = np.array(
+        [
+            tick(at(9, 20), 100, high=104, low=97),
+            tick(at(9, 21), 100, high=106, low=95),
+            tick(at(9, 22), 100, high=106, low=95),
+        ],
+        KTICK_DTYPE,
+    )
+    k1 = _candles.CandleKernel([INFY], [sessions[INFY][0]], [sessions[INFY][1]], [1])
+    k1.process(ticks[:2])
+    k1.drain(np.zeros(8, CANDLE_ROW_DTYPE))
+    state = k1.state()
+    k2 = _candles.CandleKernel([INFY], [sessions[INFY][0]], [sessions[INFY][1]], [1])
+    k2.restore(state)
+    _, rows = run_kernel(ticks[2:], sessions, [1], kernel=k2)
+    # 106/95 were known before the stop: the 09:22 candle is not widened.
+    assert final_rows(k2, rows)[(INFY, 1, at(9, 22) * NS_PER_S)] == (100,) * 4 + (0,)
+
+
+def test_checkpoint_of_an_earlier_version_loads_with_empty_extremes(tmp_path):
+    engine = CandleEngine([Instrument(INFY, "INFY", "NSE")], CandleConfig(intervals=(1,)))
+    engine.process(np.array([tick(at(9, 20), 100, high=104, low=97)], KTICK_DTYPE), pytest.fail)
+    engine.save_checkpoint(tmp_path / "new.npz")
+    with np.load(tmp_path / "new.npz") as data:
+        state = {k: data[k] for k in data.files}
+    old_fields = [
+        f for f in SLOT_DTYPE.names if f not in ("extremes_day_ns", "day_high", "day_low")
+    ]
+    state["slots"] = np.array(
+        state["slots"][old_fields].tolist(), [(f, SLOT_DTYPE[f]) for f in old_fields]
+    )
+    np.savez(tmp_path / "old.npz", **state)
+    again = CandleEngine([Instrument(INFY, "INFY", "NSE")], CandleConfig(intervals=(1,)))
+    assert again.load_checkpoint(tmp_path / "old.npz", accept=lambda position: True)
+    assert again.kernel.slots["extremes_day_ns"][0] == np.iinfo(np.int64).min
+    # After the restart the next tick with a range is the date's first: outside the first
+    # bucket it widens nothing, as 104/97 were never seen.
+    _, rows = run_kernel(
+        np.array([tick(at(9, 21), 100, high=108, low=90)], KTICK_DTYPE),
+        sessions_of([INFY]),
+        [1],
+        kernel=again.kernel,
+    )
+    assert final_rows(again.kernel, rows)[(INFY, 1, at(9, 21) * NS_PER_S)] == (100,) * 4 + (0,)

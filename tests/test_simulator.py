@@ -291,6 +291,26 @@ def test_prices_on_tick_positive_and_consistent(session):
             assert (r["oi"] == 0).all()
 
 
+def test_day_range_moves_between_snapshots(session):
+    """Trades between two ticks show only in the next packet's day high and low."""
+    unseen_highs = unseen_lows = instruments = 0
+    for token, r in per_instrument(session["rows"]).items():
+        traded = r[r["high"] > 0]
+        if not len(traded):
+            continue
+        price = traded["last_price"].astype(np.int64)
+        assert (traded["high"] >= np.maximum.accumulate(price)).all(), token
+        assert (traded["low"] <= np.minimum.accumulate(price)).all(), token
+        # Day highs and lows that no tick of the instrument had as its price.
+        high = np.isin(np.unique(traded["high"]), price, invert=True).sum()
+        low = np.isin(np.unique(traded["low"]), price, invert=True).sum()
+        unseen_highs += high
+        unseen_lows += low
+        instruments += bool(high and low)
+    assert instruments > 0.8 * len(session["meta"])
+    assert unseen_highs > 300 and unseen_lows > 300
+
+
 def test_currency_prices_fit_int32():
     config = sim.SimConfig(
         instruments=20,

@@ -95,6 +95,7 @@ def test_fixture_raw_units_and_kernel_rows():
     ):
         assert kt[0][name] == full[name], name
     assert kt[0]["has_volume"] == 1
+    assert (kt[0]["day_high"], kt[0]["day_low"], kt[0]["has_day_range"]) == (157500, 156105, 1)
 
 
 # --- against the reference ---------------------------------------------------------------
@@ -178,6 +179,11 @@ def test_kernel_rows_agree_with_full_rows(message, recv_ns):
     has_volume = np.isin(full["packet_length"], (44, 184)) & (full["segment"] != 9)
     assert (k["has_volume"] == has_volume).all()
     assert (k["volume_traded"] == np.where(has_volume, full["volume_traded"], 0)).all()
+    # Quote, full and both index packets carry the day's high and low; ltp packets do not.
+    has_range = full["packet_length"] != 8
+    assert (k["has_day_range"] == has_range).all()
+    assert (k["day_high"] == np.where(has_range, full["high"], 0)).all()
+    assert (k["day_low"] == np.where(has_range, full["low"], 0)).all()
     for name in (
         "recv_ns",
         "instrument_token",

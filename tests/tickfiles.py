@@ -22,6 +22,8 @@ def to_full_rows(kticks: np.ndarray) -> np.ndarray:
         "segment",
     ):
         rows[name] = kticks[name]
+    rows["high"] = kticks["day_high"]
+    rows["low"] = kticks["day_low"]
     return rows
 
 

@@ -1,7 +1,9 @@
 """Reference candle aggregator: SPEC section 4 straightforwardly, a dict per instrument.
 
 It reads the same lean tick rows as the compiled kernel (``KTICK_DTYPE``) and returns the
-final candle rows; tests require the kernel to produce exactly these.
+final candle rows; tests require the kernel to produce exactly these. It keeps the spec's
+state where the kernel keeps less: the day's extremes of every IST date, where the kernel
+holds only the latest date's.
 """
 
 from dataclasses import dataclass, field
@@ -25,6 +27,14 @@ class _Bar:
 
 
 @dataclass
+class _Extremes:
+    """One IST date's largest day high and smallest non-zero day low so far."""
+
+    high: int
+    low: int | None  # None until a tick reports a non-zero low
+
+
+@dataclass
 class _Instrument:
     open_s: int
     close_s: int
@@ -32,6 +42,7 @@ class _Instrument:
     preopen_price: int = 0
     bars: dict[int, _Bar] = field(default_factory=dict)  # by interval, the current bar
     next_base: dict[int, int] = field(default_factory=dict)  # by interval
+    extremes: dict[int, _Extremes] = field(default_factory=dict)  # by IST day number
 
 
 @dataclass
@@ -50,6 +61,29 @@ def event_time_ns(tick: Any) -> int:
     if tick["packet_length"] in (FULL_PACKET, INDEX_FULL_PACKET) and tick["exchange_timestamp"]:
         return int(tick["exchange_timestamp"]) * NS_PER_S
     return int(tick["recv_ns"])
+
+
+def _day_range_moves(inst: _Instrument, day: int, tick: Any) -> tuple[int | None, int | None, bool]:
+    """Fold an in-session tick's day range into the date's extremes (SPEC: extremes between
+    snapshots).
+
+    Returns ``(high, low, first)``: the day high its candles rise to and the day low they
+    fall to (None: no change), and whether it is the date's first tick with a day range,
+    whose extremes count only in the session's first bucket.
+    """
+    if not tick["has_day_range"]:
+        return None, None, False
+    high, low = int(tick["day_high"]), int(tick["day_low"]) or None
+    known = inst.extremes.get(day)
+    if known is None:
+        inst.extremes[day] = _Extremes(high, low)
+        return high, low, True
+    raise_to = high if high > known.high else None
+    lower_to = low if low is not None and (known.low is None or low < known.low) else None
+    known.high = max(known.high, high)
+    if lower_to is not None:
+        known.low = lower_to
+    return raise_to, lower_to, False
 
 
 def aggregate(
@@ -107,6 +141,7 @@ def aggregate(
                 for minutes in intervals:
                     inst.next_base[minutes] = cum
             continue
+        day_high, day_low, first = _day_range_moves(inst, day, tick)
         for minutes in intervals:
             length = minutes * NS_PER_MIN
             start = open_ns + (t - open_ns) // length * length
@@ -130,6 +165,11 @@ def aggregate(
                 bar.high = max(bar.high, price)
                 bar.low = min(bar.low, price)
                 bar.close = price
+            if not first or bar.start == open_ns:
+                if day_high is not None:
+                    bar.high = max(bar.high, day_high)
+                if day_low is not None:
+                    bar.low = min(bar.low, day_low)
             if has_volume:
                 if bar.base < 0 or cum < bar.base:
                     bar.base = cum
