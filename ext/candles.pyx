@@ -91,6 +91,10 @@ cdef class CandleKernel:
     cdef CandleRow* _ring
     cdef int64_t* _counters
     cdef int64_t* _late
+    # Per slot, the event-time span of its late ticks since take_late(); not checkpointed.
+    cdef object _late_span_first, _late_span_last
+    cdef int64_t* _lfirst
+    cdef int64_t* _llast
     cdef int64_t _iv_ns[MAX_INTERVALS]
     cdef uint32_t* _hkeys
     cdef int32_t* _hvals
@@ -141,6 +145,8 @@ cdef class CandleKernel:
         self._ring_mask = capacity - 1
         self.counters = np.zeros(N_COUNTERS, np.int64)
         self.late = np.zeros(self.n_intervals, np.int64)
+        self._late_span_first = np.full(self.n_slots, INT64_MAX, np.int64)
+        self._late_span_last = np.full(self.n_slots, INT64_MIN, np.int64)
         self._build_hash(tokens)
         self._bind()
         self._head = self._tail = 0
@@ -153,6 +159,8 @@ cdef class CandleKernel:
         self._ring = <CandleRow*>cnp.PyArray_DATA(self.ring)
         self._counters = <int64_t*>cnp.PyArray_DATA(self.counters)
         self._late = <int64_t*>cnp.PyArray_DATA(self.late)
+        self._lfirst = <int64_t*>cnp.PyArray_DATA(self._late_span_first)
+        self._llast = <int64_t*>cnp.PyArray_DATA(self._late_span_last)
 
     def _build_hash(self, tokens):
         cdef int bits = 4
@@ -256,6 +264,12 @@ cdef class CandleKernel:
             for j in range(self.n_intervals):
                 self._bars[slot * self.n_intervals + j].next_base = k.volume_traded
 
+    cdef inline void _note_late(self, int32_t slot, int64_t t) noexcept nogil:
+        if t < self._lfirst[slot]:
+            self._lfirst[slot] = t
+        if t > self._llast[slot]:
+            self._llast[slot] = t
+
     cdef inline void _accept(self, Bar* b, const KTick* k) noexcept nogil:
         """Add an accepted tick to the bar it belongs to (already started)."""
         cdef int64_t cum
@@ -337,6 +351,7 @@ cdef class CandleKernel:
                 # Fast path: the tick falls in the current bucket.
                 if k.recv_ns >= b.end_ns + self.grace_ns:
                     self._late[j] += 1
+                    self._note_late(slot, t)
                     continue
                 self._accept(b, k)
                 if b.state == BAR_EMITTED:
@@ -348,6 +363,7 @@ cdef class CandleKernel:
             end = min(start + length, s.close_ns)
             if k.recv_ns >= end + self.grace_ns or (b.state != BAR_NONE and start < b.start_ns):
                 self._late[j] += 1
+                self._note_late(slot, t)
                 continue
             if b.state == BAR_OPEN:
                 self._emit(slot, j, b, True)
@@ -473,6 +489,30 @@ cdef class CandleKernel:
                     self._emit(i // self.n_intervals, i % self.n_intervals, self._bars + i, False)
                 i += 1
         return i
+
+    # --- gaps ---------------------------------------------------------------------------
+
+    def mark_gap(self, slots):
+        """These slots received nothing for a while (an outage): the next candle of each
+        interval takes its volume baseline from its own first tick, as the day's first
+        candle does, instead of the last tick before the gap (whose volume, the gap's, it
+        would otherwise carry). A candle that continues across the gap keeps its own."""
+        cdef int j
+        for slot in np.asarray(slots, np.int64).tolist():
+            if not 0 <= slot < self.n_slots:
+                raise IndexError(f"slot {slot} out of range")
+            for j in range(self.n_intervals):
+                self._bars[slot * self.n_intervals + j].next_base = -1
+
+    def take_late(self):
+        """``(slots, first event ns, last event ns)`` of the slots that had ticks too late
+        for an interval's candle since the last call (the spans start afresh)."""
+        slots = np.flatnonzero(self._late_span_last != INT64_MIN)
+        first = self._late_span_first[slots].copy()
+        last = self._late_span_last[slots].copy()
+        self._late_span_first[slots] = INT64_MAX
+        self._late_span_last[slots] = INT64_MIN
+        return slots, first, last
 
     # --- checkpoint -------------------------------------------------------------------
 

@@ -124,6 +124,7 @@ class Pipeline:
         #: Called with each gap in a live stream, and the spans of late ticks: the
         #: historian repairs them.
         self.on_gap: Callable[[Gap], None] | None = None
+        self.late_check_s = LATE_CHECK_S
         self._late_checked = 0.0
         self._live = False
         #: How far behind the exchange live ticks arrive (live runs only).
@@ -275,7 +276,7 @@ class Pipeline:
         """Now and then, hand on the spans in which ticks arrived too late for their
         candles (their buckets may have no candle at all)."""
         now = time.monotonic()
-        if self.on_gap is None or now - self._late_checked < LATE_CHECK_S:
+        if self.on_gap is None or now - self._late_checked < self.late_check_s:
             return
         self._late_checked = now
         gap = self.engine.take_late()

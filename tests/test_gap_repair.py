@@ -1,0 +1,160 @@
+"""Gap repair end to end: a live run against the local Kite server loses its connection for
+three minutes of market time; the historian fills every bucket from Kite's candles, and the
+first live candle after the gap does not carry the gap's volume."""
+
+import threading
+from datetime import date
+from datetime import time as dtime
+
+import numpy as np
+import psycopg
+import pytest
+
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.database import PostgresSink
+from feedengine.historian import Historian
+from feedengine.history import KiteHistory, RequestLimiter
+from feedengine.instruments import Instrument
+from feedengine.live import LiveSource
+from feedengine.mockkite import MockKite, tick_file_source
+from feedengine.pipeline import Pipeline
+from feedengine.segments import DIVISORS
+from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_MIN, NS_PER_S
+from feedengine.simulator import SimConfig, simulate
+from feedengine.tables import TableNames
+from feedengine.tickfile import TickReader
+from tests.processes import wait_until
+
+KEY, TOKEN = "k", "t"
+INTERVALS = (1, 5)
+#: Market time per wall second: the 3-minute outage lasts 1.5 s.
+SPEED = 120
+OUTAGE_MIN = 3
+
+
+@pytest.fixture(scope="module")
+def window(tmp_path_factory):
+    path = tmp_path_factory.mktemp("gap") / "window.ticks"
+    simulate(
+        path,
+        SimConfig(
+            instruments=8,
+            ticks=30_000,
+            start=dtime(9, 13),
+            end=dtime(9, 40),
+            seed=31,
+            date=date(2024, 1, 15),
+        ),
+    )
+    return path
+
+
+def stored(conn, table_prefix, minutes, divisors):
+    """{(symbol, bucket start ns): (o, h, l, c, v) in integer units} of one table."""
+    table = table_prefix.format(interval=minutes)
+    rows = conn.execute(
+        "SELECT tradingsymbol, extract(epoch FROM datetime AT TIME ZONE 'Asia/Kolkata'), "
+        f'open, high, low, close, volume FROM "{table}"'
+    ).fetchall()
+    return {
+        (s, int(t) * NS_PER_S): (*(int(p * divisors[s]) for p in prices), v)
+        for s, t, *prices, v in rows
+    }
+
+
+def test_a_three_minute_outage_is_repaired_from_kites_candles(pg_dsn, table_prefix, window):
+    messages, rows = tick_file_source(window)
+    server = MockKite(messages, rows, api_key=KEY, access_token=TOKEN, speed=SPEED).start()
+    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    live = LiveSource(
+        instruments,
+        server.url,
+        KEY,
+        TOKEN,
+        clock=server.stream_clock,
+        backoff_first_s=0.05,
+        silence_s=1.0,
+    )
+    config = CandleConfig(intervals=INTERVALS)
+    pipeline = Pipeline(
+        CandleEngine(instruments, config), PostgresSink(pg_dsn, TableNames(table_prefix))
+    )
+    history = KiteHistory(KEY, TOKEN, server.root, limiter=RequestLimiter())
+    historian = Historian(
+        history,
+        PostgresSink(pg_dsn, TableNames(table_prefix)),
+        instruments,
+        INTERVALS,
+        dict(DEFAULT_SESSIONS),
+        reconcile_after_min=0,
+        grace_s=config.grace_s,
+        clock=server.stream_clock,
+    )
+    pipeline.on_gap = historian.repair_gap
+    outage = {}
+    errors = []
+
+    def cut_the_link():
+        try:
+            status = live.status[0]
+            # Mid-session (09:20), with candles flowing, the link goes for 3 market minutes.
+            assert wait_until(lambda: server.stream_clock() >= session_ns(9, 20))
+            outage["from"] = server.stream_clock()
+            server.inject("stall", seconds=OUTAGE_MIN * 60 / SPEED)
+            server.inject("drop")
+            assert wait_until(lambda: status.reconnects >= 1 and status.state == "connected")
+            outage["to"] = server.stream_clock()
+            assert server.finished.wait(120)
+            live.stream.stop()  # nothing more arrives: let the pipeline and the repair finish
+            assert wait_until(
+                lambda: historian.gaps_repaired >= 1 and not historian.status()["pending"]
+            )
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            pipeline.stop()
+
+    threading.Thread(target=cut_the_link, daemon=True).start()
+    historian.start()
+    try:
+        pipeline.run(live, live=True, clock=server.stream_clock)
+        historian.stop()
+        assert not errors, errors
+        check_no_empty_bucket(server, pg_dsn, table_prefix, instruments, outage)
+    finally:
+        historian.stop()
+        server.stop()
+    assert historian.candles_filled > 0
+
+
+def check_no_empty_bucket(server, pg_dsn, table_prefix, instruments, outage):
+    start, end = session_ns(9, 15), session_ns(9, 40)
+    with psycopg.connect(pg_dsn) as conn:
+        for minutes in INTERVALS:
+            divisors = {i.tradingsymbol: int(DIVISORS[i.segment]) for i in instruments}
+            mine = stored(conn, table_prefix, minutes, divisors)
+            for inst in instruments:
+                served = server.served(inst.instrument_token, minutes, start, end)
+                closed = served[served["bucket_start_ns"] + minutes * NS_PER_MIN <= outage["to"]]
+                have = {t for (s, t) in mine if s == inst.tradingsymbol}
+                # No empty bucket: every candle Kite has before the link came back is stored.
+                assert set(closed["bucket_start_ns"].tolist()) <= have, (inst, minutes)
+                gap = closed[(closed["bucket_start_ns"] >= outage["from"] + minutes * NS_PER_MIN)]
+                for row in gap:  # the buckets inside the gap hold Kite's candle exactly
+                    key = (inst.tradingsymbol, int(row["bucket_start_ns"]))
+                    want = tuple(int(row[f]) for f in ("open", "high", "low", "close", "volume"))
+                    assert mine[key] == want
+                # Every live candle from the bucket the link came back in: never the gap's
+                # volume on top (before, the first carried the whole outage's volume).
+                if inst.segment != 9:  # indices have no volume
+                    after = served[served["bucket_start_ns"] >= outage["to"] - minutes * NS_PER_MIN]
+                    for row in after:
+                        key = (inst.tradingsymbol, int(row["bucket_start_ns"]))
+                        if key in mine:
+                            assert mine[key][4] <= int(row["volume"]), key
+
+
+def session_ns(hour, minute):
+    return int(np.datetime64(f"2024-01-15T{hour:02d}:{minute:02d}", "ns").astype(np.int64)) - (
+        (5 * 3600 + 30 * 60) * NS_PER_S
+    )
