@@ -297,6 +297,8 @@ class Monitor:
             out.append("connection")
         if (snap.get("recording") or {}).get("state") == "failed":
             out.append("recording")
+        if (snap.get("history") or {}).get("stopped"):
+            out.append("history")
         if any(late.values()):
             out.append("late ticks")
         lag = snap.get("staleness_s")
@@ -397,4 +399,16 @@ def status_line(p: dict[str, Any]) -> str:
         + (f", connections {conns}" if conns else "")
         + (f", recording {recording['state']}" if recording else "")
         + (f", {p['heartbeat_errors']} heartbeat errors" if p.get("heartbeat_errors") else "")
+        + (history_text(p["history"]) if p.get("history") else "")
+    )
+
+
+def history_text(h: dict[str, Any]) -> str:
+    """What the historian did, for the status line."""
+    if h.get("stopped"):
+        return ", history stopped"
+    return (
+        f", history: {h['gaps_repaired']} repairs ({h['candles_filled']:,} candles filled), "
+        f"{h['sessions_reconciled']} sessions reconciled ({h['candles_corrected']:,} candles)"
+        + (f", {h['failures']} failures" if h["failures"] else "")
     )

@@ -1,6 +1,7 @@
 """``--reconcile`` end to end: a replayed day in PostgreSQL made equal to the candles the
 local Kite server serves, through kiteconnect, real sockets and the command line."""
 
+import signal
 from datetime import date, datetime, time
 from decimal import Decimal
 
@@ -58,10 +59,10 @@ def table_candles(pg, table_prefix, minutes):
     return {(s, e, dt): (o, h, lo, c, v) for s, e, dt, o, h, lo, c, v in rows}
 
 
-def kite_candles(server, instruments, minutes):
+def kite_candles(server, instruments, minutes, day=DAY):
     """What the server serves (a non-native interval built from its minute candles), as
     :func:`table_candles` reads a table."""
-    first, last = day_range_ns(DAY)
+    first, last = day_range_ns(day)
     out = {}
     for inst in instruments:
         div = int(DIVISORS[inst.segment])
@@ -185,3 +186,41 @@ def test_bad_reconcile_input_is_one_line(pg_dsn, table_prefix, kite, tmp_path, a
     assert proc.returncode == status, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and text in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_backfill_loads_the_previous_trading_days_before_going_live(
+    pg, pg_dsn, table_prefix, tmp_path
+):
+    from feedengine.service import previous_weekdays
+    from feedengine.tickfile import TickWriter, make_meta
+
+    first, last = previous_weekdays(datetime.now(IST).date(), 2)
+    days = sorted({first, last})
+    path = tmp_path / "past.ticks"
+    configs = [
+        SimConfig(instruments=6, ticks=3_000, seed=day.toordinal(), date=day) for day in days
+    ]
+    from feedengine.simulator import instruments as sim_instruments
+    from feedengine.simulator import messages as sim_messages
+
+    with TickWriter(path, make_meta("test", sim_instruments(configs[0]))) as writer:
+        for config in configs:
+            for recv_ns, message in sim_messages(config):
+                writer.write(recv_ns, message)
+    messages, rows = tick_file_source(path)
+    server = MockKite(messages, rows, api_key=KEY, access_token=TOKEN, history="day").start()
+    try:
+        instruments = [Instrument.from_dict(d) for d in TickReader(path).instruments]
+        env = env_for(server, pg_dsn, table_prefix)
+        symbols = [f"{i.exchange}:{i.tradingsymbol}" for i in instruments]
+        service = Service("--symbols", *symbols, "--backfill", "2", env=clean_env(tmp_path, **env))
+        service.wait_for_line("backfill: reconciled")
+        service.send(signal.SIGTERM)
+        assert service.finish() == 0, service.stderr
+        for minutes in INTERVALS:
+            want = {}
+            for day in days:
+                want |= kite_candles(server, instruments, minutes, day)
+            assert table_candles(pg, table_prefix, minutes) == want
+    finally:
+        server.stop()
