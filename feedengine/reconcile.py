@@ -319,7 +319,7 @@ def reconcile(
             raise
         except FeedError as e:
             report.failures.append(Failure(instrument, None, str(e)))
-            log.error("reconcile: %s", report.failures[-1])
+            log.warning("reconcile: %s", report.failures[-1])
             continue
         for day in days_between(first_day, last_day):
             start, end = day_range_ns(day)
@@ -344,7 +344,7 @@ def reconcile(
                 raise
             except FeedError as e:
                 report.failures.append(Failure(instrument, day, str(e)))
-                log.error("reconcile: %s", report.failures[-1])
+                log.warning("reconcile: %s", report.failures[-1])
                 continue
             for minutes, tally in tallies.items():
                 report.tallies[minutes].add(tally)

@@ -224,3 +224,39 @@ def test_backfill_loads_the_previous_trading_days_before_going_live(
             assert table_candles(pg, table_prefix, minutes) == want
     finally:
         server.stop()
+
+
+def test_an_instrument_without_history_fails_alone(
+    pg, pg_dsn, table_prefix, day_file, kite, tmp_path
+):
+    """A token Kite has no history for: one clear line, exit 1, nothing written for it; the
+    other instruments are reconciled."""
+    instruments = [Instrument.from_dict(d) for d in TickReader(day_file).instruments]
+    ghost = Instrument((999_999 << 8) | 1, "GHOST", "NSE")
+    dump = tmp_path / "dump.csv"
+    dump.write_text(
+        "instrument_token,tradingsymbol,exchange\n"
+        + "".join(
+            f"{i.instrument_token},{i.tradingsymbol},{i.exchange}\n" for i in [ghost, *instruments]
+        )
+    )
+    symbols = ["GHOST", f"{instruments[0].exchange}:{instruments[0].tradingsymbol}"]
+    proc = cli(
+        "--reconcile",
+        DAY.isoformat(),
+        "--symbols",
+        *symbols,
+        "--instruments-csv",
+        dump,
+        env=env_for(kite, pg_dsn, table_prefix),
+        home=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if " ERROR " in line or "error:" in line]
+    assert errors == [
+        "feedengine: error: 1 instrument-day(s) not reconciled (listed above); the rest are"
+    ]
+    assert "NOT reconciled: NSE:GHOST" in proc.stdout and "Traceback" not in proc.stderr
+    for minutes in INTERVALS:
+        got = table_candles(pg, table_prefix, minutes)
+        assert got == kite_candles(kite, instruments[:1], minutes)  # the other one: all there
