@@ -1,9 +1,63 @@
-"""A local amqtt MQTT broker, for tests that need a broker of their own (or no other)."""
+"""MQTT brokers of a test's own: Mosquitto when its binary is on the machine, else amqtt."""
 
 import asyncio
+import shutil
 import socket
+import subprocess
+import tempfile
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
+
+#: Where Debian puts the broker (not on a user's PATH).
+MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/sbin")
+#: Longest a broker may take to listen (seconds).
+START_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_broker(extra_config: str = "") -> tuple[int, Callable[[], None]]:
+    """A broker of the test's own on a free loopback port: ``(port, stop)``.
+
+    Mosquitto (a process: stopping it closes every client's connection at once, as a
+    broker's death does) with ``extra_config`` lines in its configuration; amqtt, in this
+    process, when Mosquitto is not installed (then ``extra_config`` must be empty).
+    """
+    if MOSQUITTO is None:
+        assert not extra_config, "this test needs Mosquitto"
+        return start_amqtt()
+    port = free_port()
+    folder = Path(tempfile.mkdtemp(prefix="mosquitto-"))
+    config = folder / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_config}"
+    )
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + START_S
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mosquitto did not start: {proc.communicate()[1]!r}") from None
+            time.sleep(0.05)
+
+    def stop() -> None:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return port, stop
 
 
 def start_amqtt() -> tuple[int, Callable[[], None]]:
