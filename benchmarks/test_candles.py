@@ -18,7 +18,7 @@ from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
 from feedengine.instruments import Instrument
 from feedengine.reference import candles as ref_candles
 from feedengine.reference import wire as ref_wire
-from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
+from feedengine.sessions import DEFAULT_SESSIONS
 from feedengine.simulator import SimConfig, simulate
 from feedengine.tickfile import TickReader
 
@@ -47,12 +47,13 @@ def run_ours(instruments, batches):
     rows = np.empty(kernel.capacity, CANDLE_ROW_DTYPE)
     faults = np.zeros(_wire.NUM_FAULTS, np.int64)
     bad = np.full(1, -1, np.int64)
+    table = (engine.slot_table.keys, engine.slot_table.slots, engine.slot_table.shift)
     total = candles = 0
     for b in batches:
         rec = 0
         while rec < len(b):
             rec, end = _wire.decode_records(
-                b.buf, b.offsets, b.lengths, b.recv_ns, rec, ticks, 0, faults, bad
+                b.buf, b.offsets, b.lengths, b.recv_ns, rec, ticks, 0, faults, bad, *table
             )
             i = 0
             while i < end:
@@ -67,9 +68,11 @@ def run_ours(instruments, batches):
 
 def run_baseline(instruments, batches, max_ticks):
     sessions = {}
-    for inst in instruments:
-        s = DEFAULT_SESSIONS[exchange_for(inst.segment, inst.exchange)]
-        sessions[inst.instrument_token] = (s.open_s, s.close_s)
+    slots = {}
+    for slot, inst in enumerate(instruments):
+        s = DEFAULT_SESSIONS[inst.market]
+        sessions[slot] = (s.open_s, s.close_s)
+        slots[inst.key] = slot
 
     def ticks():
         n = 0
@@ -77,12 +80,7 @@ def run_baseline(instruments, batches, max_ticks):
             for i in range(len(b)):
                 decoded, _ = ref_wire.decode(bytes(b.message(i)), int(b.recv_ns[i]))
                 for t in decoded:
-                    t["has_volume"] = t["packet_length"] in (44, 184) and t["segment"] != 9
-                    if not t["has_volume"]:
-                        t["volume_traded"] = 0
-                    t["has_day_range"] = t["packet_length"] != 8
-                    t["day_high"], t["day_low"] = t["high"], t["low"]
-                    yield t
+                    yield ref_wire.kernel_row(t, slots.get(t["instrument_token"], -1))
                     n += 1
                     if n >= max_ticks:
                         return

@@ -9,7 +9,7 @@ import pytest
 from kiteconnect import KiteTicker
 
 from feedengine import _wire
-from feedengine.dtypes import TICK_DTYPE
+from feedengine.brokers.kite.dtypes import TICK_DTYPE
 from feedengine.reference import wire as ref
 
 from .conftest import MODE, best_time, run_benchmark

@@ -26,7 +26,7 @@ from feedengine.database import PostgresSink
 from feedengine.pipeline import Pipeline
 from feedengine.reference import candles as ref_candles
 from feedengine.replay import ReplaySource
-from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
+from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S, ist_day
 from feedengine.simulator import SimConfig, simulate
 from feedengine.spill import SpillFile
 from feedengine.tables import TableNames, table_names
@@ -69,11 +69,12 @@ def day(tmp_path_factory):
 def baseline(path, dsn, table, n_ticks):
     """kiteconnect's parser + a dict aggregator + executemany, on the first n_ticks."""
     source = ReplaySource(path)
-    sessions = {}
-    for inst in source.instruments:
-        s = DEFAULT_SESSIONS[exchange_for(inst.segment, inst.exchange)]
-        sessions[inst.instrument_token] = (s.open_s, s.close_s)
-    symbols = {i.instrument_token: i.tradingsymbol for i in source.instruments}
+    sessions, slots = {}, {}
+    for slot, inst in enumerate(source.instruments):
+        s = DEFAULT_SESSIONS[inst.market]
+        sessions[slot] = (s.open_s, s.close_s)
+        slots[inst.key] = slot
+    symbols = [i.tradingsymbol for i in source.instruments]
     ticker = KiteTicker("key", "token")
     t0 = time.perf_counter()
     ticks = []
@@ -82,23 +83,21 @@ def baseline(path, dsn, table, n_ticks):
             div = 100 if t["instrument_token"] & 0xFF not in (3, 6, 12) else None
             if div is None:
                 continue
+            ets, ltt = t.get("exchange_timestamp"), t.get("last_trade_time")
+            event_ns = int(ets.timestamp()) * NS_PER_S if ets else recv_ns
             ticks.append(
                 {
                     "recv_ns": recv_ns,
-                    "instrument_token": t["instrument_token"],
-                    "last_price": round(t["last_price"] * div),
-                    "volume_traded": t.get("volume_traded", 0),
-                    "exchange_timestamp": int(t["exchange_timestamp"].timestamp())
-                    if t.get("exchange_timestamp")
-                    else 0,
-                    "last_trade_time": int(t["last_trade_time"].timestamp())
-                    if t.get("last_trade_time")
-                    else 0,
-                    "packet_length": 184 if t["mode"] == "full" and t["tradable"] else 32,
+                    "event_ns": event_ns,
+                    "slot": slots.get(t["instrument_token"], -1),
+                    "price": round(t["last_price"] * div),
+                    "volume": t.get("volume_traded", 0),
                     "has_volume": t["tradable"] and "volume_traded" in t,
                     "has_day_range": "ohlc" in t,
                     "day_high": round(t["ohlc"]["high"] * div) if "ohlc" in t else 0,
                     "day_low": round(t["ohlc"]["low"] * div) if "ohlc" in t else 0,
+                    "auction": bool(ltt)
+                    and ist_day(int(ltt.timestamp()) * NS_PER_S) == ist_day(event_ns),
                 }
             )
         if len(ticks) >= n_ticks:
@@ -111,7 +110,7 @@ def baseline(path, dsn, table, n_ticks):
             "ON CONFLICT (tradingsymbol, datetime) DO UPDATE SET open = EXCLUDED.open, "
             "high = EXCLUDED.high, low = EXCLUDED.low, close = EXCLUDED.close, "
             "volume = EXCLUDED.volume",
-            [(s, symbols[tok], o, h, lo, c, v) for tok, _m, s, o, h, lo, c, v in result.rows],
+            [(s, symbols[slot], o, h, lo, c, v) for slot, _m, s, o, h, lo, c, v in result.rows],
         )
     return len(ticks), time.perf_counter() - t0
 

@@ -47,6 +47,7 @@ class SimulatedDays:
     """Trading days back to back, as one source; samples resources between days."""
 
     name = "soak"
+    broker = "kite"
 
     def __init__(self, days: int) -> None:
         first = date(2024, 1, 15)

@@ -10,8 +10,7 @@ volume baselines, late ticks and the closing clock follow SPEC section 4 exactly
 ``feedengine.reference.candles`` states the same rules in plain Python and the tests hold the
 two equal.
 """
-from libc.stdint cimport (INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int32_t, int64_t, uint16_t,
-                          uint32_t)
+from libc.stdint cimport INT32_MAX, INT32_MIN, INT64_MAX, INT64_MIN, int32_t, int64_t, uint16_t
 from libc.string cimport memcpy
 
 cimport numpy as cnp
@@ -26,24 +25,18 @@ from feedengine.dtypes import BAR_DTYPE, CANDLE_ROW_DTYPE, KTICK_DTYPE, SLOT_DTY
 cnp.import_array()
 
 cdef enum:
-    PKT_INDEX_FULL = 32
-    PKT_FULL = 184
-    # Kite's subscription limit is 3 x 3000 tokens; a few intervals each. These bound the
-    # per-kernel C arrays, not the data.
+    # A few intervals per instrument; bounds a per-kernel C array, not the data.
     MAX_INTERVALS = 32
 
 cdef int64_t NS_PER_S = 1_000_000_000
 cdef int64_t NS_PER_DAY = 86_400 * NS_PER_S
 # IST = UTC+05:30, no daylight saving.
 cdef int64_t IST_OFFSET_NS = (5 * 3600 + 30 * 60) * NS_PER_S
-# Fibonacci hashing multiplier (2^32 / golden ratio): spreads Kite's tokens, whose low byte
-# is the segment, over the table.
-cdef uint32_t HASH_MULT = 2654435769u
 
 cdef enum:
     # Indices into the counters array, named in COUNTER_NAMES.
     K_TICKS = 0          # ticks of known instruments
-    K_UNKNOWN = 1        # ticks of tokens not in the instrument map
+    K_UNKNOWN = 1        # ticks of instruments not in the instrument map (slot -1)
     K_PREOPEN = 2        # ticks before the session open
     K_AFTER_CLOSE = 3    # ticks at or after the session close
     K_ROWS = 4           # rows emitted complete
@@ -70,8 +63,9 @@ cdef class CandleKernel:
 
     Parameters
     ----------
-    tokens
-        Instrument tokens; slot ``i`` is ``tokens[i]``. Must be distinct.
+    keys
+        Instrument keys; slot ``i`` is ``keys[i]``. Must be distinct. The decoders resolve
+        slots; the kernel keeps the keys only so that a checkpoint finds its slots again.
     open_s, close_s
         Each instrument's session, seconds after IST midnight.
     intervals
@@ -85,7 +79,6 @@ cdef class CandleKernel:
     cdef readonly object slots, bars, ring, counters, late, intervals, interval_ns
     cdef readonly int n_slots, n_intervals
     cdef readonly int64_t grace_ns
-    cdef object _hash_keys, _hash_vals
     cdef SlotState* _slots
     cdef Bar* _bars
     cdef CandleRow* _ring
@@ -96,28 +89,24 @@ cdef class CandleKernel:
     cdef int64_t* _lfirst
     cdef int64_t* _llast
     cdef int64_t _iv_ns[MAX_INTERVALS]
-    cdef uint32_t* _hkeys
-    cdef int32_t* _hvals
-    cdef int _hshift
-    cdef uint32_t _hmask
     cdef int64_t _ring_mask
     cdef int64_t _head, _tail
     cdef public int64_t clock_ns
     cdef int64_t _next_deadline
 
-    def __init__(self, tokens, open_s, close_s, intervals, int64_t grace_ns=2 * 1_000_000_000,
+    def __init__(self, keys, open_s, close_s, intervals, int64_t grace_ns=2 * 1_000_000_000,
                  Py_ssize_t ring_capacity=1 << 16):
-        tokens = np.ascontiguousarray(tokens, dtype=np.uint32)
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
         intervals = [int(m) for m in intervals]
-        if len(np.unique(tokens)) != len(tokens):
-            raise ValueError("instrument tokens must be distinct")
+        if len(np.unique(keys)) != len(keys):
+            raise ValueError("instrument keys must be distinct")
         if not 1 <= len(intervals) <= MAX_INTERVALS:
             raise ValueError(f"between 1 and {MAX_INTERVALS} intervals, got {len(intervals)}")
         if min(intervals) < 1 or len(set(intervals)) != len(intervals):
             raise ValueError(f"intervals must be distinct positive minutes, got {intervals}")
         if grace_ns < 0:
             raise ValueError("grace must not be negative")
-        self.n_slots = len(tokens)
+        self.n_slots = len(keys)
         self.n_intervals = len(intervals)
         self.intervals = tuple(intervals)
         self.interval_ns = tuple(m * 60 * NS_PER_S for m in intervals)
@@ -126,7 +115,7 @@ cdef class CandleKernel:
         self.grace_ns = grace_ns
 
         self.slots = np.zeros(self.n_slots, SLOT_DTYPE)
-        self.slots["token"] = tokens
+        self.slots["key"] = keys
         self.slots["open_s"] = open_s
         self.slots["close_s"] = close_s
         self.slots["day_start_ns"] = INT64_MIN
@@ -147,7 +136,6 @@ cdef class CandleKernel:
         self.late = np.zeros(self.n_intervals, np.int64)
         self._late_span_first = np.full(self.n_slots, INT64_MAX, np.int64)
         self._late_span_last = np.full(self.n_slots, INT64_MIN, np.int64)
-        self._build_hash(tokens)
         self._bind()
         self._head = self._tail = 0
         self.clock_ns = INT64_MIN
@@ -161,32 +149,6 @@ cdef class CandleKernel:
         self._late = <int64_t*>cnp.PyArray_DATA(self.late)
         self._lfirst = <int64_t*>cnp.PyArray_DATA(self._late_span_first)
         self._llast = <int64_t*>cnp.PyArray_DATA(self._late_span_last)
-
-    def _build_hash(self, tokens):
-        cdef int bits = 4
-        while (1 << bits) < 2 * max(len(tokens), 1):
-            bits += 1
-        self._hshift = 32 - bits
-        self._hmask = (1 << bits) - 1
-        self._hash_keys = np.zeros(1 << bits, np.uint32)
-        self._hash_vals = np.full(1 << bits, -1, np.int32)
-        self._hkeys = <uint32_t*>cnp.PyArray_DATA(self._hash_keys)
-        self._hvals = <int32_t*>cnp.PyArray_DATA(self._hash_vals)
-        cdef uint32_t h
-        for slot, tok in enumerate(tokens.tolist()):
-            h = (<uint32_t>tok * HASH_MULT) >> self._hshift
-            while self._hvals[h] >= 0:
-                h = (h + 1) & self._hmask
-            self._hkeys[h] = tok
-            self._hvals[h] = slot
-
-    cdef inline int32_t _lookup(self, uint32_t token) noexcept nogil:
-        cdef uint32_t h = (token * HASH_MULT) >> self._hshift
-        while self._hvals[h] >= 0:
-            if self._hkeys[h] == token:
-                return self._hvals[h]
-            h = (h + 1) & self._hmask
-        return -1
 
     # --- the ring -------------------------------------------------------------------
 
@@ -253,16 +215,14 @@ cdef class CandleKernel:
         cdef int64_t day
         if t < s.open_ns:
             self._counters[K_PREOPEN] += 1
-            if k.packet_length == PKT_FULL and k.last_trade_time != 0:
-                day = ist_day(t)
-                if ist_day(<int64_t>k.last_trade_time * NS_PER_S) == day:
-                    s.preopen_day = day
-                    s.preopen_price = k.last_price
+            if k.auction:
+                s.preopen_day = ist_day(t)
+                s.preopen_price = k.price
         else:
             self._counters[K_AFTER_CLOSE] += 1
         if k.has_volume:
             for j in range(self.n_intervals):
-                self._bars[slot * self.n_intervals + j].next_base = k.volume_traded
+                self._bars[slot * self.n_intervals + j].next_base = k.volume
 
     cdef inline void _note_late(self, int32_t slot, int64_t t) noexcept nogil:
         if t < self._lfirst[slot]:
@@ -273,13 +233,13 @@ cdef class CandleKernel:
     cdef inline void _accept(self, Bar* b, const KTick* k) noexcept nogil:
         """Add an accepted tick to the bar it belongs to (already started)."""
         cdef int64_t cum
-        if k.last_price > b.high:
-            b.high = k.last_price
-        if k.last_price < b.low:
-            b.low = k.last_price
-        b.close = k.last_price
+        if k.price > b.high:
+            b.high = k.price
+        if k.price < b.low:
+            b.low = k.price
+        b.close = k.price
         if k.has_volume:
-            cum = k.volume_traded
+            cum = k.volume
             if b.base < 0 or cum < b.base:
                 b.base = cum
             b.last = cum
@@ -324,22 +284,18 @@ cdef class CandleKernel:
                 b.low = lo
 
     cdef void _tick(self, const KTick* k) noexcept nogil:
-        cdef int32_t slot = self._lookup(k.instrument_token)
+        cdef int32_t slot = k.slot
         cdef SlotState* s
         cdef Bar* b
         cdef int j
         cdef int64_t t, start, end, length
         cdef bint first_of_session
-        if slot < 0:
+        if slot < 0 or slot >= self.n_slots:
             self._counters[K_UNKNOWN] += 1
             return
         self._counters[K_TICKS] += 1
         s = self._slots + slot
-        if ((k.packet_length == PKT_FULL or k.packet_length == PKT_INDEX_FULL)
-                and k.exchange_timestamp != 0):
-            t = <int64_t>k.exchange_timestamp * NS_PER_S
-        else:
-            t = k.recv_ns
+        t = k.event_ns
         if t < s.day_start_ns or t >= s.day_start_ns + NS_PER_DAY:
             self._set_day(s, t)
         if t < s.open_ns or t >= s.close_ns:
@@ -370,7 +326,7 @@ cdef class CandleKernel:
             first_of_session = b.state == BAR_NONE or b.start_ns < s.open_ns
             b.start_ns = start
             b.end_ns = end
-            b.open = b.high = b.low = b.close = k.last_price
+            b.open = b.high = b.low = b.close = k.price
             b.base = b.next_base
             b.last = -1
             b.state = BAR_OPEN
@@ -381,10 +337,10 @@ cdef class CandleKernel:
                 if s.preopen_price < b.low:
                     b.low = s.preopen_price
             if k.has_volume:
-                if b.base < 0 or k.volume_traded < b.base:
-                    b.base = k.volume_traded
-                b.last = k.volume_traded
-                b.next_base = k.volume_traded
+                if b.base < 0 or k.volume < b.base:
+                    b.base = k.volume
+                b.last = k.volume
+                b.next_base = k.volume
             self._next_deadline = min(self._next_deadline, end + self.grace_ns)
         # Rarely true, so checked once after the loop: checked per interval inside it, the
         # day range cost the kernel 10 % of its time, here 4 % (best of 20, 1.5 M ticks).
@@ -528,7 +484,7 @@ cdef class CandleKernel:
     def restore(self, state):
         """Resume from ``state()`` of a kernel over possibly other instruments and intervals.
 
-        Bars, pre-open prices and the day's extremes are restored for the tokens and the
+        Bars, pre-open prices and the day's extremes are restored for the keys and the
         intervals (by length) present in both; the others start empty. The ring must be
         empty.
         """
@@ -540,9 +496,11 @@ cdef class CandleKernel:
         bars = self.bars.reshape(self.n_slots, self.n_intervals)
         common = [(j, old_intervals.index(m)) for j, m in enumerate(self.intervals)
                   if m in old_intervals]
-        index = {int(t): i for i, t in enumerate(old_slots["token"])}
-        for slot, tok in enumerate(self.slots["token"].tolist()):
-            old = index.get(tok)
+        # Checkpoints before brokers had keys named them tokens; a Kite key is its token.
+        old_keys = old_slots["key" if "key" in old_slots.dtype.names else "token"]
+        index = {int(t): i for i, t in enumerate(old_keys)}
+        for slot, key in enumerate(self.slots["key"].tolist()):
+            old = index.get(key)
             if old is None:
                 continue
             for name in SAVED_SLOT_FIELDS:
@@ -560,17 +518,26 @@ cdef class CandleKernel:
 
 def struct_layout():
     """``{struct: (sizeof, {field: offset})}`` as this compiler laid the C structs out."""
+    cdef KTick k
     cdef SlotState s
     cdef Bar b
     cdef CandleRow r
+    cdef char* kp = <char*>&k
     cdef char* sp = <char*>&s
     cdef char* bp = <char*>&b
     cdef char* rp = <char*>&r
     return {
+        "KTick": (sizeof(KTick), {
+            "recv_ns": <char*>&k.recv_ns - kp, "event_ns": <char*>&k.event_ns - kp,
+            "volume": <char*>&k.volume - kp, "slot": <char*>&k.slot - kp,
+            "price": <char*>&k.price - kp, "day_high": <char*>&k.day_high - kp,
+            "day_low": <char*>&k.day_low - kp, "has_volume": <char*>&k.has_volume - kp,
+            "has_day_range": <char*>&k.has_day_range - kp, "auction": <char*>&k.auction - kp,
+        }),
         "SlotState": (sizeof(SlotState), {
             "day_start_ns": <char*>&s.day_start_ns - sp, "open_ns": <char*>&s.open_ns - sp,
             "close_ns": <char*>&s.close_ns - sp, "preopen_day": <char*>&s.preopen_day - sp,
-            "token": <char*>&s.token - sp, "open_s": <char*>&s.open_s - sp,
+            "key": <char*>&s.key - sp, "open_s": <char*>&s.open_s - sp,
             "close_s": <char*>&s.close_s - sp, "preopen_price": <char*>&s.preopen_price - sp,
             "extremes_day_ns": <char*>&s.extremes_day_ns - sp,
             "day_high": <char*>&s.day_high - sp, "day_low": <char*>&s.day_low - sp,

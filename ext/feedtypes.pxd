@@ -4,68 +4,39 @@
 Each struct has exactly one numpy dtype in ``feedengine.dtypes``; a test checks that the
 dtype's itemsize and field offsets equal the ones the C compiler chose.
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
-
-cdef enum:
-    # Depth levels per side in a full packet (Kite sends 5 bids then 5 asks).
-    DEPTH = 5
-
-cdef enum Fault:
-    # Why a message stopped decoding. The packets before the fault are kept.
-    FAULT_NONE = 0
-    FAULT_EMPTY = 1         # zero-length message
-    FAULT_TRUNCATED = 2     # cut inside the packet count or a length prefix
-    FAULT_PAST_END = 3      # a declared packet length runs past the end of the message
-    FAULT_BAD_LENGTH = 4    # a packet length that is no Kite packet kind
-    FAULT_TRAILING = 5      # bytes left over after the declared packets
-    N_FAULTS = 6
-
-ctypedef struct Tick:
-    # One decoded packet, every field of SPEC section 2. Prices are integer units of
-    # 1/divisor(segment); timestamps are Unix seconds (0 when the packet has none).
-    int64_t recv_ns
-    int64_t last_trade_time
-    int64_t exchange_timestamp
-    uint32_t instrument_token
-    int32_t last_price
-    int32_t last_traded_quantity
-    int32_t average_traded_price
-    int32_t volume_traded
-    int32_t total_buy_quantity
-    int32_t total_sell_quantity
-    int32_t open
-    int32_t high
-    int32_t low
-    int32_t close
-    int32_t change
-    int32_t oi
-    int32_t oi_day_high
-    int32_t oi_day_low
-    int32_t bid_quantity[DEPTH]
-    int32_t bid_price[DEPTH]
-    int32_t ask_quantity[DEPTH]
-    int32_t ask_price[DEPTH]
-    int16_t bid_orders[DEPTH]
-    int16_t ask_orders[DEPTH]
-    uint16_t packet_length
-    uint8_t mode
-    uint8_t segment
-    uint8_t tradable
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 ctypedef struct KTick:
-    # The lean row the candle kernel reads: only what SPEC section 4 needs.
-    int64_t recv_ns
-    int32_t exchange_timestamp
-    int32_t last_trade_time
-    uint32_t instrument_token
-    int32_t last_price
-    int32_t volume_traded
+    # The broker-neutral tick row: every broker's decoder fills it, the candle kernel reads
+    # only it (SPEC section 4). The decoder resolves what its wire says into these terms.
+    int64_t recv_ns          # receive time, Unix ns
+    int64_t event_ns         # the exchange's event time when the packet has one, else recv_ns
+    int64_t volume           # cumulative day volume; valid when has_volume
+    int32_t slot             # instrument slot (index into the instrument list); -1: unknown
+    int32_t price            # last traded price, integer units of the instrument's price scale
     int32_t day_high         # the day's high and low so far, as the packet reports them
     int32_t day_low          # (a zero low: none); valid only when has_day_range
-    uint16_t packet_length
-    uint8_t segment
     uint8_t has_volume
-    uint8_t has_day_range    # the packet carries the day's high and low (ltp packets do not)
+    uint8_t has_day_range
+    uint8_t auction          # before the open, this price is the pre-open auction's
+
+ctypedef struct SlotMap:
+    # Instrument key -> slot, open addressing with linear probing; the decoders resolve
+    # slots through it. Keys are broker-defined and never 0 (0 marks an empty entry).
+    const uint64_t* keys
+    const int32_t* slots
+    uint32_t shift           # 64 - log2(table size)
+    uint64_t mask            # table size - 1
+
+cdef inline int32_t slot_of(const SlotMap* m, uint64_t key) noexcept nogil:
+    # Fibonacci hashing (2^64 / golden ratio): Kite's tokens share their low byte (the
+    # segment), so the high bits of the product pick the entry.
+    cdef uint64_t h = (key * <uint64_t>11400714819323198485ULL) >> m.shift
+    while m.keys[h] != 0:
+        if m.keys[h] == key:
+            return m.slots[h]
+        h = (h + 1) & m.mask
+    return -1
 
 cdef extern from *:
     """
@@ -103,7 +74,7 @@ ctypedef struct SlotState:
     int64_t close_ns
     int64_t preopen_day      # IST day number whose pre-open price is known (-1: none)
     int64_t extremes_day_ns  # the day_start_ns whose date day_high/day_low hold (INT64_MIN: none)
-    uint32_t token
+    uint64_t key             # the instrument's key: how a checkpoint finds its slot again
     int32_t open_s           # session open and close, seconds after IST midnight
     int32_t close_s
     int32_t preopen_price
@@ -128,7 +99,7 @@ ctypedef struct CandleRow:
     int64_t bucket_start_ns  # Unix ns of the bucket start
     int64_t volume
     int32_t slot             # instrument slot (index into the instrument list)
-    int32_t open             # prices in integer units of 1/divisor(segment)
+    int32_t open             # prices in integer units of the instrument's price scale
     int32_t high
     int32_t low
     int32_t close
@@ -171,7 +142,7 @@ cdef enum:
 
 ctypedef struct CandleRecord:
     # A candle resolved for storage: what the database sink, the spill file and the other
-    # sinks take. Prices stay integers; ``decimals`` is log10 of the segment's divisor.
+    # sinks take. Prices stay integers; ``decimals`` is the instrument's price scale (log10).
     int64_t bucket_start_ns  # Unix ns of the bucket start
     int64_t volume
     int32_t open

@@ -6,14 +6,58 @@ decoders below write one row per packet into a caller's preallocated array with 
 released and no Python object per tick. They never read past the message: a fault stops
 the message, keeps the packets before it, and is returned as a ``Fault`` code.
 """
-from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 cimport numpy as cnp
 
-from feedtypes cimport (DEPTH, FAULT_BAD_LENGTH, FAULT_EMPTY, FAULT_NONE, FAULT_PAST_END,
-                        FAULT_TRAILING, FAULT_TRUNCATED, N_FAULTS, KTick, Tick, be_i32,
-                        be_u16)
+from feedtypes cimport KTick, SlotMap, be_i32, be_u16, slot_of
+
+cdef enum Fault:
+    # Why a message stopped decoding. The packets before the fault are kept.
+    FAULT_NONE = 0
+    FAULT_EMPTY = 1         # zero-length message
+    FAULT_TRUNCATED = 2     # cut inside the packet count or a length prefix
+    FAULT_PAST_END = 3      # a declared packet length runs past the end of the message
+    FAULT_BAD_LENGTH = 4    # a packet length that is no Kite packet kind
+    FAULT_TRAILING = 5      # bytes left over after the declared packets
+    N_FAULTS = 6
+
+cdef enum:
+    # Depth levels per side in a full packet (Kite sends 5 bids then 5 asks).
+    DEPTH = 5
+
+ctypedef struct Tick:
+    # One decoded packet, every field of SPEC section 2. Prices are integer units of
+    # 1/divisor(segment); timestamps are Unix seconds (0 when the packet has none).
+    int64_t recv_ns
+    int64_t last_trade_time
+    int64_t exchange_timestamp
+    uint32_t instrument_token
+    int32_t last_price
+    int32_t last_traded_quantity
+    int32_t average_traded_price
+    int32_t volume_traded
+    int32_t total_buy_quantity
+    int32_t total_sell_quantity
+    int32_t open
+    int32_t high
+    int32_t low
+    int32_t close
+    int32_t change
+    int32_t oi
+    int32_t oi_day_high
+    int32_t oi_day_low
+    int32_t bid_quantity[DEPTH]
+    int32_t bid_price[DEPTH]
+    int32_t ask_quantity[DEPTH]
+    int32_t ask_price[DEPTH]
+    int16_t bid_orders[DEPTH]
+    int16_t ask_orders[DEPTH]
+    uint16_t packet_length
+    uint8_t mode
+    uint8_t segment
+    uint8_t tradable
 
 cdef enum:
     # Packet lengths Kite sends, one per kind (SPEC section 2).
@@ -35,7 +79,8 @@ cdef enum:
     # Returned instead of a fault when the caller's buffer cannot hold the message.
     NEED_SPACE = -1
 
-from feedengine.dtypes import KTICK_DTYPE, TICK_DTYPE
+from feedengine.dtypes import KTICK_DTYPE
+from feedengine.brokers.kite.dtypes import TICK_DTYPE
 
 cnp.import_array()
 
@@ -139,34 +184,57 @@ cdef inline void fill_tick(const uint8_t* p, uint16_t plen, int64_t recv_ns,
                 t.ask_orders[i] = <int16_t>be_u16(d + 8)
 
 
-cdef inline void fill_ktick(const uint8_t* p, uint16_t plen, int64_t recv_ns,
+cdef int64_t NS_PER_S = 1_000_000_000
+cdef int64_t NS_PER_DAY = 86_400 * NS_PER_S
+# IST = UTC+05:30, no daylight saving.
+cdef int64_t IST_OFFSET_NS = (5 * 3600 + 30 * 60) * NS_PER_S
+
+
+cdef inline int64_t ist_day(int64_t t_ns) noexcept nogil:
+    cdef int64_t a = t_ns + IST_OFFSET_NS
+    cdef int64_t q = a // NS_PER_DAY
+    if a % NS_PER_DAY != 0 and a < 0:
+        q -= 1
+    return q
+
+
+cdef inline void fill_ktick(const uint8_t* p, uint16_t plen, int64_t recv_ns, const SlotMap* m,
                             KTick* t) noexcept nogil:
+    """The neutral row of a Kite packet: SPEC section 4's reading of it."""
+    cdef uint32_t token = <uint32_t>be_i32(p)
+    cdef uint8_t segment = token & 0xFF
+    cdef int32_t exchange_timestamp = 0, last_trade_time = 0
     t.recv_ns = recv_ns
-    t.instrument_token = <uint32_t>be_i32(p)
-    t.segment = t.instrument_token & 0xFF
-    t.packet_length = plen
-    t.last_price = be_i32(p + 4)
-    t.exchange_timestamp = 0
-    t.last_trade_time = 0
-    t.volume_traded = 0
+    t.slot = slot_of(m, token)
+    t.price = be_i32(p + 4)
+    t.volume = 0
     t.has_volume = 0
     t.day_high = 0
     t.day_low = 0
+    t.auction = 0
     t.has_day_range = plen != PKT_LTP
     if plen == PKT_QUOTE or plen == PKT_FULL:
         t.day_high = be_i32(p + 32)
         t.day_low = be_i32(p + 36)
-        if t.segment != SEG_INDICES:
-            t.volume_traded = be_i32(p + 16)
+        if segment != SEG_INDICES:
+            t.volume = be_i32(p + 16)
             t.has_volume = 1
         if plen == PKT_FULL:
-            t.last_trade_time = be_i32(p + 44)
-            t.exchange_timestamp = be_i32(p + 60)
+            last_trade_time = be_i32(p + 44)
+            exchange_timestamp = be_i32(p + 60)
     elif plen == PKT_INDEX_QUOTE or plen == PKT_INDEX_FULL:
         t.day_high = be_i32(p + 8)
         t.day_low = be_i32(p + 12)
         if plen == PKT_INDEX_FULL:
-            t.exchange_timestamp = be_i32(p + 28)
+            exchange_timestamp = be_i32(p + 28)
+    if exchange_timestamp != 0:
+        t.event_ns = <int64_t>exchange_timestamp * NS_PER_S
+    else:
+        t.event_ns = recv_ns
+    # A full packet before the open whose last trade is of the same IST date carries the
+    # pre-open auction's price (SPEC section 4); the kernel takes it only before the open.
+    if last_trade_time != 0:
+        t.auction = ist_day(<int64_t>last_trade_time * NS_PER_S) == ist_day(t.event_ns)
 
 
 ctypedef fused AnyTick:
@@ -174,8 +242,8 @@ ctypedef fused AnyTick:
     KTick
 
 
-cdef int decode_message(const uint8_t* msg, Py_ssize_t n, int64_t recv_ns, AnyTick* out,
-                        Py_ssize_t cap, Py_ssize_t* written) noexcept nogil:
+cdef int decode_message(const uint8_t* msg, Py_ssize_t n, int64_t recv_ns, const SlotMap* m,
+                        AnyTick* out, Py_ssize_t cap, Py_ssize_t* written) noexcept nogil:
     """Decode one message into out[0:cap]; the rows written go to written[0]."""
     cdef Py_ssize_t pos = 2, k = 0, i, count
     cdef uint16_t plen
@@ -195,7 +263,7 @@ cdef int decode_message(const uint8_t* msg, Py_ssize_t n, int64_t recv_ns, AnyTi
         if AnyTick is Tick:
             fill_tick(msg + pos, plen, recv_ns, out + k)
         else:
-            fill_ktick(msg + pos, plen, recv_ns, out + k)
+            fill_ktick(msg + pos, plen, recv_ns, m, out + k)
         k += 1
         pos += plen
     if fault == FAULT_NONE and pos != n:
@@ -224,6 +292,19 @@ cdef void* rows_of(cnp.ndarray out, object dtype, Py_ssize_t start) except NULL:
     return <char*>cnp.PyArray_DATA(out) + start * cnp.PyArray_ITEMSIZE(out)
 
 
+cdef SlotMap slot_map(const uint64_t[::1] keys, const int32_t[::1] slots, int shift) except *:
+    """A ``SlotMap`` over the arrays of ``feedengine.slots.SlotTable`` (checked here)."""
+    cdef SlotMap m
+    cdef Py_ssize_t size = keys.shape[0]
+    if size == 0 or size & (size - 1) or slots.shape[0] != size or (1 << (64 - shift)) != size:
+        raise ValueError("a slot table must be a power of two long, with matching shift")
+    m.keys = &keys[0]
+    m.slots = &slots[0]
+    m.shift = shift
+    m.mask = size - 1
+    return m
+
+
 def decode_into(const uint8_t[::1] message, int64_t recv_ns, cnp.ndarray out, Py_ssize_t start):
     """Decode one message into ``out[start:]`` (``TICK_DTYPE``); return ``(rows, fault)``.
 
@@ -234,19 +315,22 @@ def decode_into(const uint8_t[::1] message, int64_t recv_ns, cnp.ndarray out, Py
     cdef Tick* rows = <Tick*>rows_of(out, TICK_DTYPE, start)
     cdef int fault
     with nogil:
-        fault = decode_message(&message[0] if n else NULL, n, recv_ns, rows,
+        fault = decode_message(&message[0] if n else NULL, n, recv_ns, NULL, rows,
                                out.shape[0] - start, &written)
     return written, fault
 
 
 def decode_kernel_into(const uint8_t[::1] message, int64_t recv_ns, cnp.ndarray out,
-                       Py_ssize_t start):
-    """As ``decode_into``, into the candle kernel's lean rows (``KTICK_DTYPE``)."""
+                       Py_ssize_t start, const uint64_t[::1] keys, const int32_t[::1] slots,
+                       int shift):
+    """As ``decode_into``, into the kernel's neutral rows (``KTICK_DTYPE``), with slots
+    resolved through the table ``keys, slots, shift``."""
     cdef Py_ssize_t n = message.shape[0], written = 0
     cdef KTick* rows = <KTick*>rows_of(out, KTICK_DTYPE, start)
     cdef int fault
+    cdef SlotMap m = slot_map(keys, slots, shift)
     with nogil:
-        fault = decode_message(&message[0] if n else NULL, n, recv_ns, rows,
+        fault = decode_message(&message[0] if n else NULL, n, recv_ns, &m, rows,
                                out.shape[0] - start, &written)
     return written, fault
 
@@ -254,20 +338,23 @@ def decode_kernel_into(const uint8_t[::1] message, int64_t recv_ns, cnp.ndarray 
 def decode_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
                    const int64_t[::1] lengths, const int64_t[::1] recv_ns,
                    Py_ssize_t first, cnp.ndarray out, Py_ssize_t start,
-                   int64_t[::1] faults, int64_t[::1] fault_record):
+                   int64_t[::1] faults, int64_t[::1] fault_record,
+                   const uint64_t[::1] keys, const int32_t[::1] slots, int shift):
     """Decode many messages of one buffer (tick-file records) into ``out[start:]``.
 
     Message ``i`` is ``buf[offsets[i]:offsets[i] + lengths[i]]`` received at ``recv_ns[i]``.
     Decodes from record ``first`` until the records end or ``out`` has no room for the
     next one, in one call without the GIL. ``faults[code]`` counts faults by kind;
     ``fault_record[0]`` is set to the index of the first faulty record (left alone if none).
-    Returns ``(next record, rows end)``.
+    Slots are resolved through the table ``keys, slots, shift``. Returns
+    ``(next record, rows end)``.
     """
     cdef Py_ssize_t i = first, k = start, written, nrec = offsets.shape[0]
     cdef Py_ssize_t cap = out.shape[0]
     cdef int fault
     cdef const uint8_t* base = &buf[0] if buf.shape[0] else NULL
     cdef KTick* rows = <KTick*>rows_of(out, KTICK_DTYPE, 0)
+    cdef SlotMap m = slot_map(keys, slots, shift)
     if (lengths.shape[0] != nrec or recv_ns.shape[0] != nrec or faults.shape[0] < N_FAULTS
             or fault_record.shape[0] < 1):
         raise ValueError("record arrays disagree in length")
@@ -279,7 +366,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
     i = first
     with nogil:
         while i < nrec:
-            fault = decode_message(base + offsets[i], lengths[i], recv_ns[i], rows + k,
+            fault = decode_message(base + offsets[i], lengths[i], recv_ns[i], &m, rows + k,
                                    cap - k, &written)
             if fault == NEED_SPACE:
                 break
@@ -295,9 +382,7 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
 def struct_layout():
     """``{struct: (sizeof, {field: offset})}`` as this compiler laid the C structs out."""
     cdef Tick t
-    cdef KTick k
     cdef char* tb = <char*>&t
-    cdef char* kb = <char*>&k
     return {
         "Tick": (sizeof(Tick), {
             "recv_ns": <char*>&t.recv_ns - tb,
@@ -328,19 +413,5 @@ def struct_layout():
             "mode": <char*>&t.mode - tb,
             "segment": <char*>&t.segment - tb,
             "tradable": <char*>&t.tradable - tb,
-        }),
-        "KTick": (sizeof(KTick), {
-            "recv_ns": <char*>&k.recv_ns - kb,
-            "exchange_timestamp": <char*>&k.exchange_timestamp - kb,
-            "last_trade_time": <char*>&k.last_trade_time - kb,
-            "instrument_token": <char*>&k.instrument_token - kb,
-            "last_price": <char*>&k.last_price - kb,
-            "volume_traded": <char*>&k.volume_traded - kb,
-            "day_high": <char*>&k.day_high - kb,
-            "day_low": <char*>&k.day_low - kb,
-            "packet_length": <char*>&k.packet_length - kb,
-            "segment": <char*>&k.segment - kb,
-            "has_volume": <char*>&k.has_volume - kb,
-            "has_day_range": <char*>&k.has_day_range - kb,
         }),
     }

@@ -11,7 +11,13 @@ def decode_into(
     message: bytes | memoryview, recv_ns: int, out: np.ndarray, start: int
 ) -> tuple[int, int]: ...
 def decode_kernel_into(
-    message: bytes | memoryview, recv_ns: int, out: np.ndarray, start: int
+    message: bytes | memoryview,
+    recv_ns: int,
+    out: np.ndarray,
+    start: int,
+    keys: NDArray[np.uint64],
+    slots: NDArray[np.int32],
+    shift: int,
 ) -> tuple[int, int]: ...
 def decode_records(
     buf: NDArray[np.uint8],
@@ -23,5 +29,8 @@ def decode_records(
     start: int,
     faults: NDArray[np.int64],
     fault_record: NDArray[np.int64],
+    keys: NDArray[np.uint64],
+    slots: NDArray[np.int32],
+    shift: int,
 ) -> tuple[int, int]: ...
 def struct_layout() -> dict[str, tuple[int, dict[str, int]]]: ...

@@ -20,8 +20,8 @@ from feedengine import _candles
 from feedengine.dtypes import EXCHANGE_BYTES, RECORD_DTYPE, SYMBOL_BYTES
 from feedengine.errors import CheckpointError
 from feedengine.instruments import Instrument
-from feedengine.segments import DIVISORS
-from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S, Session, exchange_for
+from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S, Session
+from feedengine.slots import SlotTable
 from feedengine.source import Gap
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class CandleEngine:
     Parameters
     ----------
     instruments
-        The instrument map; a tick of any other token is counted as unknown.
+        The instrument map; a tick of any other instrument is counted as unknown.
     config
         Intervals, sessions and grace.
 
@@ -96,7 +96,7 @@ class CandleEngine:
         if too_long:
             raise ValueError(f"trading symbols longer than {SYMBOL_BYTES} bytes: {too_long}")
         self._symbol_bytes = np.array(encoded, f"S{SYMBOL_BYTES}")
-        self._slot_of = {i.instrument_token: slot for slot, i in enumerate(instruments)}
+        self._slot_of = {i.key: slot for slot, i in enumerate(instruments)}
         exchanges = sorted(
             {i.exchange for i in instruments if len(i.exchange.encode()) > EXCHANGE_BYTES}
         )
@@ -105,13 +105,15 @@ class CandleEngine:
         self._exchange_bytes = np.array(
             [i.exchange.encode() for i in instruments], f"S{EXCHANGE_BYTES}"
         )
-        tokens = np.array([i.instrument_token for i in instruments], np.uint32)
-        self.divisors = DIVISORS[tokens & 0xFF]
-        self._decimals = np.array([len(str(d)) - 1 for d in self.divisors.tolist()], np.uint8)
+        self._decimals = np.array([i.decimals for i in instruments], np.uint8)
+        #: Each instrument's price divisor (prices are integer units of ``1/divisor``).
+        self.divisors = 10 ** self._decimals.astype(np.int64)
         self._minutes = np.array(config.intervals, np.int16)
-        sessions = [config.sessions[exchange_for(i.segment, i.exchange)] for i in instruments]
+        sessions = [config.sessions[i.market] for i in instruments]
+        #: Where the decoders look up each instrument's slot.
+        self.slot_table = SlotTable.build([i.key for i in instruments])
         self.kernel = _candles.CandleKernel(
-            tokens,
+            [i.key for i in instruments],
             [s.open_s for s in sessions],
             [s.close_s for s in sessions],
             list(config.intervals),
@@ -131,11 +133,11 @@ class CandleEngine:
             if i < n:
                 wait()
 
-    def mark_gap(self, tokens: Sequence[int]) -> None:
+    def mark_gap(self, keys: Sequence[int]) -> None:
         """These instruments received nothing for a while: the next candle of each interval
         counts its volume from its own first tick, not from before the gap (whose volume it
         would otherwise carry). A candle that continues across the gap keeps its own."""
-        slots = [self._slot_of[t] for t in tokens if t in self._slot_of]
+        slots = [self._slot_of[k] for k in keys if k in self._slot_of]
         self.kernel.mark_gap(np.array(slots, np.int32))
 
     def take_late(self) -> Gap | None:
@@ -144,8 +146,8 @@ class CandleEngine:
         slots, first_ns, last_ns = self.kernel.take_late()
         if not len(slots):
             return None
-        tokens = tuple(self.instruments[s].instrument_token for s in slots.tolist())
-        return Gap(tokens, int(first_ns.min()), int(last_ns.max()) + 1, "ticks came too late")
+        keys = tuple(self.instruments[s].key for s in slots.tolist())
+        return Gap(keys, int(first_ns.min()), int(last_ns.max()) + 1, "ticks came too late")
 
     def advance_clock(self, now_ns: int, wait: Callable[[], None]) -> None:
         """Close the candles whose end + grace is before ``now_ns``."""

@@ -45,7 +45,6 @@ from feedengine.reconcile import day_range_ns, parse_days, reconcile, refuse_ope
 from feedengine.replay import ReplaySource
 from feedengine.segments import IST
 from feedengine.service import EXIT_FORCED, Database, Run, run_service
-from feedengine.sessions import exchange_for
 from feedengine.simsource import SimulatedSource, simulated_day
 from feedengine.simulator import SimConfig, SimConfigError
 from feedengine.simulator import instruments as sim_instruments
@@ -378,9 +377,7 @@ def simulated_source(
     except SimConfigError as e:
         raise UsageError(f"--simulate: {e}") from None
     sessions = config.sessions or CandleConfig().sessions
-    opened = {
-        sessions[exchange_for(i.segment, i.exchange)] for i in map(Instrument.from_dict, universe)
-    }
+    opened = {sessions[i.market] for i in map(Instrument.from_dict, universe)}
     return SimulatedSource(simulated_day(symbols, list(opened)), record=record)
 
 
@@ -423,7 +420,7 @@ def run_reconcile(
         sessions = config.sessions or CandleConfig().sessions
         refuse_open_sessions(
             last,
-            {sessions[exchange_for(i.segment, i.exchange)] for i in instruments},
+            {sessions[i.market] for i in instruments},
             datetime.now(IST),
             DEFAULT_RECONCILE_AFTER_CLOSE,
         )

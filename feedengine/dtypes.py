@@ -6,61 +6,24 @@
 
 import numpy as np
 
-#: Depth levels per side in a full packet.
-DEPTH = 5
-
-#: One decoded Kite packet (``Tick`` in feedtypes.pxd). Prices are integer units of
-#: ``1/divisor(segment)``; timestamps are Unix seconds, 0 when the packet has none.
-TICK_DTYPE = np.dtype(
-    [
-        ("recv_ns", np.int64),
-        ("last_trade_time", np.int64),
-        ("exchange_timestamp", np.int64),
-        ("instrument_token", np.uint32),
-        ("last_price", np.int32),
-        ("last_traded_quantity", np.int32),
-        ("average_traded_price", np.int32),
-        ("volume_traded", np.int32),
-        ("total_buy_quantity", np.int32),
-        ("total_sell_quantity", np.int32),
-        ("open", np.int32),
-        ("high", np.int32),
-        ("low", np.int32),
-        ("close", np.int32),
-        ("change", np.int32),
-        ("oi", np.int32),
-        ("oi_day_high", np.int32),
-        ("oi_day_low", np.int32),
-        ("bid_quantity", np.int32, (DEPTH,)),
-        ("bid_price", np.int32, (DEPTH,)),
-        ("ask_quantity", np.int32, (DEPTH,)),
-        ("ask_price", np.int32, (DEPTH,)),
-        ("bid_orders", np.int16, (DEPTH,)),
-        ("ask_orders", np.int16, (DEPTH,)),
-        ("packet_length", np.uint16),
-        ("mode", np.uint8),
-        ("segment", np.uint8),
-        ("tradable", np.uint8),
-    ],
-    align=True,
-)
-
-#: The candle kernel's lean tick row (``KTick`` in feedtypes.pxd). ``day_high`` and
-#: ``day_low`` are the day's range as the packet reports it, valid when ``has_day_range``.
+#: The broker-neutral tick row (``KTick`` in feedtypes.pxd): every decoder fills it, the
+#: candle kernel reads only it. ``event_ns`` is the exchange's time or, without one, the
+#: receive time; ``price``, ``day_high`` and ``day_low`` are integer units of the instrument's
+#: price scale; ``volume`` (cumulative for the day) is valid when ``has_volume``, the day's
+#: range when ``has_day_range``; ``auction`` says that before the open this price is the
+#: pre-open auction's. ``slot`` is -1 for an instrument not in the map.
 KTICK_DTYPE = np.dtype(
     [
         ("recv_ns", np.int64),
-        ("exchange_timestamp", np.int32),
-        ("last_trade_time", np.int32),
-        ("instrument_token", np.uint32),
-        ("last_price", np.int32),
-        ("volume_traded", np.int32),
+        ("event_ns", np.int64),
+        ("volume", np.int64),
+        ("slot", np.int32),
+        ("price", np.int32),
         ("day_high", np.int32),
         ("day_low", np.int32),
-        ("packet_length", np.uint16),
-        ("segment", np.uint8),
         ("has_volume", np.uint8),
         ("has_day_range", np.uint8),
+        ("auction", np.uint8),
     ],
     align=True,
 )
@@ -73,7 +36,7 @@ SLOT_DTYPE = np.dtype(
         ("close_ns", np.int64),
         ("preopen_day", np.int64),
         ("extremes_day_ns", np.int64),
-        ("token", np.uint32),
+        ("key", np.uint64),
         ("open_s", np.int32),
         ("close_s", np.int32),
         ("preopen_price", np.int32),

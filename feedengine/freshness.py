@@ -19,6 +19,7 @@ from datetime import datetime
 import numpy as np
 
 from feedengine.segments import IST
+from feedengine.sessions import NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,17 @@ class Staleness:
         self.skew_warned = False
 
     def add(self, ticks: np.ndarray) -> None:
-        """Count a batch of decoded ticks (``recv_ns``, ``exchange_timestamp`` fields)."""
-        stamped = ticks["exchange_timestamp"] > 0
+        """Count a batch of neutral tick rows (``recv_ns``, ``event_ns`` fields).
+
+        A row without an exchange time has the receive time as its event time: it says
+        nothing of staleness and is left out.
+        """
+        stamped = ticks["event_ns"] != ticks["recv_ns"]
         if not stamped.any():
             return
-        stale = ticks["recv_ns"][stamped] * 1e-9 - ticks["exchange_timestamp"][stamped]
+        stale = (ticks["recv_ns"][stamped] - ticks["event_ns"][stamped]) * 1e-9
         if not self.skew_warned and np.abs(stale).min() > SKEW_S:
-            self._warn_skew(stale, int(ticks["exchange_timestamp"][stamped][0]))
+            self._warn_skew(stale, int(ticks["event_ns"][stamped][0]) // NS_PER_S)
         counts = np.bincount(
             np.searchsorted(EDGES_S, stale, side="right"), minlength=len(EDGES_S) + 1
         )

@@ -7,7 +7,8 @@ historical requests, so the live path never waits for it (SPEC section 6):
   minute or more without a message, or when ticks arrived too late for their candles, the
   instruments' candles of that span are fetched and the buckets that have no candle are
   filled. A candle the engine built live is never replaced mid-session (a fill inserts only
-  what a table lacks, and only buckets the engine's clock has closed).
+  what a table lacks, and only buckets the engine's clock has closed). A span whose last
+  buckets have not closed yet is looked at again once they have.
 - **Reconciliation after the close.** ``RECONCILE_AFTER_CLOSE`` minutes after each session's
   close, that session's instruments are reconciled with Kite's candles
   (:func:`feedengine.reconcile.reconcile`), while later sessions (MCX until 23:55) trade on.
@@ -38,7 +39,6 @@ from feedengine.sessions import (
     NS_PER_MIN,
     NS_PER_S,
     Session,
-    exchange_for,
     ist_day,
     ist_midnight_ns,
 )
@@ -64,6 +64,8 @@ class Repair:
     start_ns: int
     end_ns: int
     reason: str
+    #: Not before this instant (Unix ns): set when the span's last buckets were still open.
+    not_before: int = 0
 
 
 class Historian:
@@ -104,14 +106,14 @@ class Historian:
         self.grace_ns = int(grace_s * NS_PER_S)
         self.reconcile_after_min = reconcile_after_min
         self.clock = clock
-        self._session_of = {
-            i.instrument_token: sessions[exchange_for(i.segment, i.exchange)] for i in instruments
-        }
-        self._by_token = {i.instrument_token: i for i in instruments}
+        self._session_of = {i.key: sessions[i.market] for i in instruments}
+        self._by_key = {i.key: i for i in instruments}
         self._by_session: dict[Session, list[Instrument]] = {}
         for inst in instruments:
-            self._by_session.setdefault(self._session_of[inst.instrument_token], []).append(inst)
+            self._by_session.setdefault(self._session_of[inst.key], []).append(inst)
         self._jobs: queue.Queue[Repair] = queue.Queue(MAX_PENDING_REPAIRS)
+        #: Repairs waiting for their last buckets to close (the thread's own).
+        self._deferred: list[Repair] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="historian", daemon=True)
         self._done: set[tuple[Session, date]] = set()
@@ -137,7 +139,7 @@ class Historian:
 
     def repair_gap(self, gap: Gap) -> None:
         """Queue the repair of a source's gap (any thread)."""
-        instruments = tuple(self._by_token[t] for t in gap.tokens if t in self._by_token)
+        instruments = tuple(self._by_key[t] for t in gap.keys if t in self._by_key)
         if instruments:
             self.repair(Repair(instruments, gap.start_ns, gap.end_ns, gap.reason))
 
@@ -158,7 +160,7 @@ class Historian:
             "sessions_reconciled": self.sessions_reconciled,
             "candles_corrected": self.candles_corrected,
             "failures": self.failures,
-            "pending": self._jobs.qsize(),
+            "pending": self._jobs.qsize() + len(self._deferred),
             "stopped": self.stopped_reason,
         }
 
@@ -177,8 +179,11 @@ class Historian:
             except queue.Empty:
                 job = None
             try:
-                if job is not None:
-                    self._repair(job)
+                now = self.clock()
+                due = [j for j in self._deferred if j.not_before <= now]
+                self._deferred = [j for j in self._deferred if j.not_before > now]
+                for j in [job, *due] if job is not None else due:
+                    self._repair(j)
                 self._reconcile_due()
             except AuthError as e:
                 self.stopped_reason = str(e)
@@ -193,11 +198,20 @@ class Historian:
 
     def _repair(self, job: Repair) -> None:
         now = self.clock()
+        still_open = self._last_bucket_closes(job) + self.grace_ns
+        deferred = still_open > now and not job.not_before
+        if deferred:
+            # The gap's last buckets are still open (a bucket that ends within the grace
+            # before the link came back): fill what has closed now, the rest when it has.
+            # Seen as a 1-minute candle missing for good when the gap ended 1 s after it.
+            self._deferred.append(
+                Repair(job.instruments, job.start_ns, job.end_ns, job.reason, still_open)
+            )
         first = date(1970, 1, 1) + timedelta(days=ist_day(job.start_ns))
         last = date(1970, 1, 1) + timedelta(days=ist_day(max(job.start_ns, job.end_ns - 1)))
         records = []
         for inst in job.instruments:
-            session = self._session_of[inst.instrument_token]
+            session = self._session_of[inst.key]
             for minutes in self.intervals:
                 rows = self.history.candles(inst, minutes, first, last)
                 starts = rows["bucket_start_ns"]
@@ -213,7 +227,7 @@ class Historian:
                 if inside.any():
                     records.append(to_records(rows[inside], inst, minutes))
         filled = self.sink.write(np.concatenate(records), fill=True) if records else 0
-        self.gaps_repaired += 1
+        self.gaps_repaired += not deferred
         self.candles_filled += filled
         log.info(
             "gap repair (%s): filled %d candles of %d instruments between %s and %s",
@@ -223,6 +237,27 @@ class Historian:
             _clock_text(job.start_ns),
             _clock_text(job.end_ns),
         )
+
+    def _last_bucket_closes(self, job: Repair) -> int:
+        """The end of the latest bucket of any interval that lies inside the job's span.
+
+        A bucket that reaches past the span's end is the live engine's (it has the ticks
+        after the span); one that ended inside it has no candle until the repair fills it.
+        """
+        t = max(job.start_ns, job.end_ns - 1)
+        latest = job.start_ns
+        for session in {self._session_of[i.key] for i in job.instruments}:
+            day_start = ist_midnight_ns(ist_day(t))
+            open_ns = day_start + session.open_s * NS_PER_S
+            close_ns = day_start + session.close_s * NS_PER_S
+            if not open_ns <= t < close_ns:
+                continue
+            for minutes in self.intervals:
+                length = minutes * NS_PER_MIN
+                start = open_ns + (t - open_ns) // length * length
+                end = min(start + length, close_ns)
+                latest = max(latest, end if end <= job.end_ns else start)
+        return latest
 
     def _due(self, session: Session, day: date) -> int:
         close = datetime.combine(day, session.close, IST)

@@ -12,7 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from feedengine.errors import InstrumentsError
-from feedengine.segments import exchange_of_segment, segment_of
+from feedengine.segments import DIVISORS, exchange_of_segment, segment_of
+from feedengine.sessions import exchange_for
 from feedengine.textfile import TextFileError, read_text
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,21 @@ class Instrument:
     def segment(self) -> int:
         """The token's segment code (its low byte)."""
         return segment_of(self.instrument_token)
+
+    @property
+    def key(self) -> int:
+        """The key the decoder resolves slots by: Kite's packets carry the token."""
+        return self.instrument_token
+
+    @property
+    def decimals(self) -> int:
+        """The price scale: prices are integer units of ``10**-decimals``."""
+        return len(str(int(DIVISORS[self.segment]))) - 1
+
+    @property
+    def market(self) -> str:
+        """The session key (``feedengine.sessions``) of the instrument."""
+        return exchange_for(self.segment, self.exchange)
 
     @classmethod
     def from_dict(cls, d: Any) -> "Instrument":

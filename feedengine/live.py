@@ -51,6 +51,7 @@ class LiveSource:
     """
 
     name = "kite"
+    broker = "kite"
 
     def __init__(
         self,

@@ -87,7 +87,9 @@ class CandleBook:
     def add(self, recv_ns: int, message: bytes) -> None:
         """Apply one message as received at ``recv_ns``."""
         while True:
-            n, code = wire.decode_kernel_into(message, recv_ns, self._ticks, 0)
+            n, code = wire.decode_kernel_into(
+                message, recv_ns, self._ticks, 0, self.engine.slot_table
+            )
             if code != wire.NEED_SPACE:
                 break
             self._ticks = np.empty(2 * len(self._ticks), KTICK_DTYPE)

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from feedengine import _wire
+from feedengine import brokers
 from feedengine.candles import CandleEngine
+from feedengine.decoder import Decoder
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.errors import SinkUnavailable
 from feedengine.flusher import RETRY_FIRST_S, Flusher
@@ -24,13 +25,13 @@ from feedengine.freshness import Staleness
 from feedengine.sink import Sink
 from feedengine.source import Gap, MessageBatch, Source
 from feedengine.spill import SpillFile
-from feedengine.wire import Fault
 
 log = logging.getLogger(__name__)
 
 #: How often a live run hands on the spans of ticks that came too late (seconds).
 LATE_CHECK_S = 10.0
-#: Decoded ticks per kernel call; at least 65535 so that any single Kite message fits.
+#: Decoded ticks per kernel call; at least 65535 so that any single message fits (a Kite
+#: message holds up to 65535 packets).
 TICK_BUFFER = 1 << 16
 
 
@@ -130,7 +131,7 @@ class Pipeline:
         #: How far behind the exchange live ticks arrive (live runs only).
         self.staleness = Staleness()
         self._last_tick_wall: float | None = None
-        self._faults = np.zeros(_wire.NUM_FAULTS, np.int64)
+        self._decoder: Decoder | None = None
         self._ticks = np.empty(TICK_BUFFER, KTICK_DTYPE)
 
     def stop(self, reason: str | None = None) -> None:
@@ -188,6 +189,8 @@ class Pipeline:
         the source position, so a restart resumes them.
         """
         engine = self.engine
+        broker = brokers.get(source.broker)
+        decoder = self._decoder = broker.decoder(engine.slot_table)
         try:
             self.sink.open(engine.intervals, engine.instruments)
             sink_ok = True
@@ -223,7 +226,7 @@ class Pipeline:
             for batch in source.batches():
                 if take_gaps is not None:
                     self._gaps(take_gaps())
-                self._apply(batch, flusher)
+                self._apply(batch, flusher, decoder, broker.label)
                 if live:
                     engine.advance_clock(clock(), flusher.wait_for_space)
                     if engine.kernel.pending:
@@ -261,14 +264,14 @@ class Pipeline:
         self.summary.spilled = flusher.spilled
         self.summary.candles = dict(flusher.rows_by_interval)
         self.summary.counters = engine.counters()
-        self.summary.faults = {Fault(i).name: int(v) for i, v in enumerate(self._faults) if i}
+        self.summary.faults = decoder.fault_counts()
         return self.summary
 
     def _gaps(self, gaps: list[Gap]) -> None:
         """Before anything received after a gap: its instruments' next candles count their
         volume from their own first tick, not from before the gap; then it is handed on."""
         for gap in gaps:
-            self.engine.mark_gap(gap.tokens)
+            self.engine.mark_gap(gap.keys)
             if self.on_gap is not None:
                 self.on_gap(gap)
 
@@ -283,22 +286,12 @@ class Pipeline:
         if gap is not None:
             self.on_gap(gap)
 
-    def _apply(self, batch: MessageBatch, flusher: Flusher) -> None:
+    def _apply(self, batch: MessageBatch, flusher: Flusher, decoder: Decoder, label: str) -> None:
         first_bad = np.full(1, -1, np.int64)
-        before = self._faults.copy()
+        before = decoder.counts.copy()
         rec, n = 0, len(batch)
         while rec < n:
-            rec, end = _wire.decode_records(
-                batch.buf,
-                batch.offsets,
-                batch.lengths,
-                batch.recv_ns,
-                rec,
-                self._ticks,
-                0,
-                self._faults,
-                first_bad,
-            )
+            rec, end = decoder.decode(batch, rec, self._ticks, first_bad)
             self.engine.process(self._ticks[:end], flusher.wait_for_space)
             self.summary.ticks += end
             if end:
@@ -309,11 +302,11 @@ class Pipeline:
                 flusher.nudge()
         self.summary.messages += n
         if first_bad[0] >= 0:
-            new = {Fault(i).name: int(v) for i, v in enumerate(self._faults - before) if v}
             log.warning(
-                "malformed Kite messages in this batch (%s); first received at %d ns; "
+                "malformed %s messages in this batch (%s); first received at %d ns; "
                 "their good packets were kept",
-                new,
+                label,
+                decoder.fault_counts(before),
                 int(batch.recv_ns[first_bad[0]]),
             )
         flusher.check()

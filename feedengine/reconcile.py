@@ -23,7 +23,7 @@ from feedengine.database import PostgresSink, StoredCandle
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import AuthError, FeedError, SinkUnavailable, UsageError
 from feedengine.instruments import Instrument
-from feedengine.segments import DIVISORS, IST
+from feedengine.segments import IST
 from feedengine.sessions import NS_PER_DAY, Session, ist_midnight_ns
 from feedengine.tables import LOCK_CLASS, decimals, lock_key
 
@@ -312,7 +312,7 @@ def reconcile(
     sent = history.requests
     for instrument in instruments:
         report.instruments += 1
-        divisor = int(DIVISORS[instrument.segment])
+        divisor = 10**instrument.decimals
         try:
             kite = {m: history.candles(instrument, m, first_day, last_day) for m in intervals}
         except AuthError:

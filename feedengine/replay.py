@@ -4,11 +4,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from feedengine.errors import InstrumentsError, TickFileError
-from feedengine.instruments import Instrument
+from feedengine import brokers
+from feedengine.errors import ConfigError, InstrumentsError, TickFileError
 from feedengine.source import MessageBatch
 from feedengine.tickfile import CRC_BYTES, META_OFFSET, TickReader
 
@@ -34,6 +35,13 @@ class ReplaySource:
             )
         self.reader = TickReader(path)
         self.name = f"replay of {self.reader.path.name}"
+        #: The broker whose messages the file holds: its meta says, and a file without a
+        #: broker is Kite's (every file before brokers were named).
+        self.broker = str(self.reader.meta.get("broker", brokers.DEFAULT_BROKER))
+        try:
+            self._broker = brokers.get(self.broker)
+        except ConfigError as e:
+            raise TickFileError(self.reader.path, META_OFFSET, f"header: {e}") from None
         self.speed = speed
         self._stop = threading.Event()
         self._skip = 0
@@ -43,7 +51,7 @@ class ReplaySource:
         self.records = 0
 
     @property
-    def instruments(self) -> list[Instrument]:
+    def instruments(self) -> list[Any]:
         """The instruments of the file's header.
 
         Raises
@@ -55,7 +63,7 @@ class ReplaySource:
         if not isinstance(listed, list):
             raise TickFileError(self.reader.path, META_OFFSET, "header instruments is not a list")
         try:
-            return [Instrument.from_dict(d) for d in listed]
+            return [self._broker.instrument_from_dict(d) for d in listed]
         except InstrumentsError as e:
             raise TickFileError(self.reader.path, META_OFFSET, f"header: {e}") from None
 

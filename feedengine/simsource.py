@@ -77,6 +77,7 @@ class SimulatedSource:
     """
 
     name = "simulated market"
+    broker = "kite"
 
     def __init__(self, config: SimConfig, speed: float = 1.0, record: Path | None = None) -> None:
         self.config = config

@@ -72,7 +72,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from feedengine import wire
-from feedengine.dtypes import DEPTH
+from feedengine.brokers.kite.dtypes import DEPTH
 from feedengine.segments import DIVISORS, IST, Segment
 from feedengine.tickfile import TickWriter, make_meta
 

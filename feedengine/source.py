@@ -1,9 +1,10 @@
 """The one interface every tick source implements (SPEC section 1).
 
-A source (Kite live, a tick-file replay, the simulator) yields :class:`MessageBatch` es:
-raw binary messages with their receive times, packed in one buffer so that the compiled
-decoder takes a whole batch in one call. Another broker's feed plugs in with its own source
-and decoder; nothing downstream changes.
+A source (a broker's live stream, a tick-file replay, the simulator) yields
+:class:`MessageBatch` es: raw binary messages with their receive times, packed in one buffer
+so that the broker's compiled decoder takes a whole batch in one call. Another broker's feed
+plugs in with its own source and decoder (``feedengine.brokers``); nothing downstream
+changes.
 """
 
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ class Gap:
     unknown before it processes anything received after ``end_ns``.
     """
 
-    tokens: tuple[int, ...]
+    keys: tuple[int, ...]  # the instruments' keys (Kite: their tokens)
     start_ns: int
     end_ns: int
     reason: str
@@ -68,6 +69,8 @@ class Source(Protocol):
 
     #: Human-readable name for logs ("replay of day.ticks", "kite", ...).
     name: str
+    #: The broker whose messages these are (``feedengine.brokers``): it decodes them.
+    broker: str
 
     @property
     def instruments(self) -> list[Instrument]:

@@ -3,7 +3,8 @@
 ``decode`` turns one message into an array of :data:`~feedengine.dtypes.TICK_DTYPE` rows,
 one per packet, with field names as ``kiteconnect`` uses them. Prices stay integers in units
 of ``1/divisor(segment)``: :func:`to_kite` gives kiteconnect-style dicts with rupee floats.
-The engine uses :func:`decode_kernel_into`, which appends lean rows to its own buffer.
+The engine uses the batch decoder (``feedengine.decoder``), which fills the neutral kernel
+rows; :func:`decode_kernel_into` does the same for one message.
 
 A malformed message (unknown packet length, a length past the end, truncated, empty) keeps
 its well-formed packets before the fault; the fault is returned, logged and never raised.
@@ -17,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from feedengine import _wire
-from feedengine.dtypes import DEPTH, KTICK_DTYPE, TICK_DTYPE
+from feedengine.brokers.kite.dtypes import DEPTH, TICK_DTYPE
+from feedengine.dtypes import KTICK_DTYPE
 from feedengine.segments import DIVISORS, IST
+from feedengine.slots import SlotTable
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +109,21 @@ def decode(message: bytes | bytearray | memoryview, recv_ns: int = 0) -> np.ndar
 
 
 def decode_kernel_into(
-    message: bytes | bytearray | memoryview, recv_ns: int, out: np.ndarray, start: int
+    message: bytes | bytearray | memoryview,
+    recv_ns: int,
+    out: np.ndarray,
+    start: int,
+    table: SlotTable,
 ) -> tuple[int, int]:
-    """Append a message's lean ``KTICK_DTYPE`` rows to ``out[start:]``.
+    """Append a message's neutral ``KTICK_DTYPE`` rows to ``out[start:]``.
 
-    Returns ``(rows written, code)``: a :class:`Fault` value, or :data:`NEED_SPACE` (nothing
-    written) when ``out`` lacks room for the message's upper bound of rows.
+    Slots are looked up in ``table``. Returns ``(rows written, code)``: a :class:`Fault`
+    value, or :data:`NEED_SPACE` (nothing written) when ``out`` lacks room for the
+    message's upper bound of rows.
     """
-    result: tuple[int, int] = _wire.decode_kernel_into(_as_bytes(message), recv_ns, out, start)
+    result: tuple[int, int] = _wire.decode_kernel_into(
+        _as_bytes(message), recv_ns, out, start, table.keys, table.slots, table.shift
+    )
     return result
 
 

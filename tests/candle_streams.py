@@ -6,6 +6,8 @@ import numpy as np
 from hypothesis import strategies as st
 
 from feedengine.dtypes import KTICK_DTYPE
+from feedengine.reference import candles as ref_candles
+from feedengine.reference import wire as ref_wire
 from feedengine.sessions import (
     DEFAULT_SESSIONS,
     IST_OFFSET_NS,
@@ -44,6 +46,50 @@ FIRST_BUCKET_ANCHORS = [
 ]
 
 
+#: What the streams say of each tick: the fields of a Kite packet that SPEC section 4 reads
+#: (``day_high``/``day_low`` are the packet's ``high``/``low``). ``neutral`` turns them into
+#: the kernel's rows through the reference Kite decoder.
+PACKET_DTYPE = np.dtype(
+    [
+        ("recv_ns", np.int64),
+        ("exchange_timestamp", np.int32),
+        ("last_trade_time", np.int32),
+        ("instrument_token", np.uint32),
+        ("last_price", np.int32),
+        ("volume_traded", np.int32),
+        ("day_high", np.int32),
+        ("day_low", np.int32),
+        ("packet_length", np.uint16),
+        ("segment", np.uint8),
+        ("has_volume", np.uint8),
+        ("has_day_range", np.uint8),
+    ]
+)
+
+
+def neutral(packets: np.ndarray, tokens: list[int]) -> np.ndarray:
+    """The kernel's rows (``KTICK_DTYPE``) of ``PACKET_DTYPE`` rows; slot ``i`` is
+    ``tokens[i]``, any other token unknown."""
+    slot = {t: i for i, t in enumerate(tokens)}
+    out = np.zeros(len(packets), KTICK_DTYPE)
+    for i, p in enumerate(packets.tolist()):
+        d = dict(zip(PACKET_DTYPE.names, p, strict=True))
+        d["high"], d["low"] = d["day_high"], d["day_low"]
+        row = ref_wire.kernel_row(d, slot.get(d["instrument_token"], -1))
+        out[i] = tuple(row[name] for name in KTICK_DTYPE.names)
+    return out
+
+
+def reference(packets: np.ndarray, sessions: dict[int, tuple[int, int]], intervals, **kw):
+    """The reference aggregator over ``PACKET_DTYPE`` rows, its rows keyed by token."""
+    tokens = list(sessions)
+    result = ref_candles.aggregate(
+        neutral(packets, tokens), {i: sessions[t] for i, t in enumerate(tokens)}, intervals, **kw
+    )
+    result.rows = [(tokens[slot], *rest) for slot, *rest in result.rows]
+    return result
+
+
 def sessions_of(tokens: list[int]) -> dict[int, tuple[int, int]]:
     out = {}
     for tok in tokens:
@@ -60,7 +106,7 @@ RANGE_MOVES = ["same", "same", "trade", "trade", "above", "below", "zero_low", "
 
 @st.composite
 def tick_streams(draw, max_instruments=6, max_ticks=120, anchors=ANCHORS):
-    """``(ticks KTICK array, tokens)``; recv_ns non-decreasing.
+    """``(ticks PACKET_DTYPE array, tokens)``; recv_ns non-decreasing.
 
     Times jump now and then to an IST time of day in ``anchors`` (give or take 3 s).
     """
@@ -76,7 +122,7 @@ def tick_streams(draw, max_instruments=6, max_ticks=120, anchors=ANCHORS):
     tokens = [t | draw(st.sampled_from(SEGMENTS)) for t in tokens]
     tokens = list(dict.fromkeys(tokens))
     n = draw(st.integers(0, max_ticks))
-    ticks = np.zeros(n, KTICK_DTYPE)
+    ticks = np.zeros(n, PACKET_DTYPE)
     day = 0
     clock_s = DAY0_S + draw(st.sampled_from(anchors)) - 30
     cum = dict.fromkeys(tokens, 0)

@@ -14,9 +14,9 @@ from feedengine.sessions import (
     NS_PER_DAY,
     NS_PER_MIN,
     NS_PER_S,
-    exchange_for,
 )
 from feedengine.simulator import SimConfig, simulate
+from feedengine.slots import SlotTable
 from feedengine.tickfile import TickReader
 
 INTERVALS = (1, 5, 15)
@@ -32,6 +32,7 @@ def day(tmp_path_factory):
     parts = []
     buf = np.empty(1 << 16, KTICK_DTYPE)
     faults = np.zeros(_wire.NUM_FAULTS, np.int64)
+    table = SlotTable.build([i.key for i in instruments])
     for b in reader.batches():
         rec = 0
         while rec < len(b):
@@ -45,6 +46,9 @@ def day(tmp_path_factory):
                 0,
                 faults,
                 np.full(1, -1, np.int64),
+                table.keys,
+                table.slots,
+                table.shift,
             )
             parts.append(buf[:end].copy())
     ticks = np.concatenate(parts)
@@ -89,7 +93,7 @@ def range_moves(live):
     """Per in-session tick with a day range: the day high and low it widens its candles to
     (NaN: none), and whether it is its date's first (SPEC: extremes between snapshots)."""
     ranged = live[live.has_day_range == 1]
-    date = [ranged.instrument_token, ranged.midnight]
+    date = [ranged.slot, ranged.midnight]
     high_before = ranged.groupby(date).day_high.transform(lambda s: s.cummax().shift())
     lows = ranged.day_low.where(ranged.day_low != 0).astype(float)
     low_before = lows.groupby(date).transform(lambda s: s.cummin().ffill().shift())
@@ -105,23 +109,17 @@ def range_moves(live):
 
 def pandas_candles(instruments, ticks):
     """SPEC section 4 for an orderly day (no late ticks, no volume resets), in pandas."""
-    sessions = {
-        i.instrument_token: DEFAULT_SESSIONS[exchange_for(i.segment, i.exchange)]
-        for i in instruments
-    }
+    sessions = {slot: DEFAULT_SESSIONS[i.market] for slot, i in enumerate(instruments)}
     df = pd.DataFrame({k: ticks[k] for k in KTICK_DTYPE.names})
-    use_ets = df.packet_length.isin([32, 184]) & (df.exchange_timestamp != 0)
-    df["t"] = np.where(use_ets, df.exchange_timestamp.astype(np.int64) * NS_PER_S, df.recv_ns)
+    df["t"] = df.event_ns
     df["midnight"] = (df.t + IST_OFFSET_NS) // NS_PER_DAY * NS_PER_DAY - IST_OFFSET_NS
-    df["open_ns"] = df.midnight + df.instrument_token.map(lambda t: sessions[t].open_s) * NS_PER_S
-    close_ns = df.midnight + df.instrument_token.map(lambda t: sessions[t].close_s) * NS_PER_S
+    df["open_ns"] = df.midnight + df.slot.map(lambda t: sessions[t].open_s) * NS_PER_S
+    close_ns = df.midnight + df.slot.map(lambda t: sessions[t].close_s) * NS_PER_S
     df["seq"] = np.arange(len(df))
     pre = df[df.t < df.open_ns]
-    ltt_day = (pre.last_trade_time.astype(np.int64) * NS_PER_S + IST_OFFSET_NS) // NS_PER_DAY
-    t_day = (pre.t + IST_OFFSET_NS) // NS_PER_DAY
-    auction = pre[(pre.packet_length == 184) & (pre.last_trade_time != 0) & (ltt_day == t_day)]
-    preopen_price = auction.groupby("instrument_token").last_price.last()
-    pre_volume = pre[pre.has_volume == 1].groupby("instrument_token").volume_traded.last()
+    auction = pre[pre.auction == 1]
+    preopen_price = auction.groupby("slot").price.last()
+    pre_volume = pre[pre.has_volume == 1].groupby("slot").volume.last()
     live = df[(df.t >= df.open_ns) & (df.t < close_ns)]
     live = live.join(range_moves(live))
     frames = []
@@ -131,22 +129,18 @@ def pandas_candles(instruments, ticks):
         # The date's first tick with a range widens only the session's first bucket.
         widens = ~g["first"].fillna(False).astype(bool) | (g.bucket == g.open_ns)
         g = g.assign(up=g.up.where(widens), down=g.down.where(widens))
-        agg = g.groupby(["instrument_token", "bucket"]).agg(
-            open=("last_price", "first"),
-            high=("last_price", "max"),
-            low=("last_price", "min"),
-            close=("last_price", "last"),
+        agg = g.groupby(["slot", "bucket"]).agg(
+            open=("price", "first"),
+            high=("price", "max"),
+            low=("price", "min"),
+            close=("price", "last"),
             up=("up", "max"),
             down=("down", "min"),
         )
         agg["high"] = np.fmax(agg.high, agg.up)
         agg["low"] = np.fmin(agg.low, agg.down)
         agg = agg.drop(columns=["up", "down"])
-        vol = (
-            g[g.has_volume == 1]
-            .groupby(["instrument_token", "bucket"])
-            .volume_traded.agg(["first", "last"])
-        )
+        vol = g[g.has_volume == 1].groupby(["slot", "bucket"]).volume.agg(["first", "last"])
         agg = agg.join(vol)
         first_bucket = agg.groupby(level=0).head(1).index
         for tok, bucket in first_bucket:
@@ -163,7 +157,8 @@ def pandas_candles(instruments, ticks):
         agg["volume"] = (agg["last"] - base).fillna(0).astype(np.int64)
         agg = agg.drop(columns=["first", "last"]).reset_index()
         agg["minutes"] = minutes
-        frames.append(agg.rename(columns={"instrument_token": "token"}))
+        agg["token"] = np.array([i.key for i in instruments])[agg.pop("slot")]
+        frames.append(agg)
     out = pd.concat(frames).set_index(["token", "minutes", "bucket"]).sort_index()
     return out[["open", "high", "low", "close", "volume"]].astype(np.int64)
 
@@ -187,7 +182,8 @@ def test_candle_invariants(day):
     per_interval = df.groupby(level=[0, 1]).volume.sum().unstack()
     assert (per_interval.nunique(axis=1) == 1).all()
     vol = ticks[ticks["has_volume"] == 1]
-    last = pd.Series(vol["volume_traded"]).groupby(vol["instrument_token"]).max()
+    tokens = np.array([i.key for i in instruments])
+    last = pd.Series(vol["volume"]).groupby(tokens[vol["slot"]]).max()
     assert (per_interval[1] <= last.reindex(per_interval.index).fillna(0)).all()
 
 

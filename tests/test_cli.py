@@ -197,7 +197,7 @@ def in_progress(checkpoint):
         start = datetime.fromtimestamp(int(bar["start_ns"]) // 10**9, IST).replace(tzinfo=None)
         prices = (Decimal(price_text(int(bar[k]), 100)) for k in ("open", "high", "low", "close"))
         volume = int(bar["last"] - bar["base"]) if bar["last"] >= 0 else 0
-        out[(intervals[j], symbols[int(slots["token"][slot])], start)] = (*prices, volume)
+        out[(intervals[j], symbols[int(slots["key"][slot])], start)] = (*prices, volume)
     return out
 
 

@@ -258,6 +258,7 @@ class WaitingSource:
     """A source that delivers nothing until it is stopped."""
 
     name = "waiting"
+    broker = "kite"
 
     def __init__(self):
         self.instruments = [Instrument(408065, "INFY", "NSE")]

@@ -3,13 +3,13 @@
 import pytest
 
 from feedengine import _candles, _pgcopy, _wire
+from feedengine.brokers.kite.dtypes import TICK_DTYPE
 from feedengine.dtypes import (
     BAR_DTYPE,
     CANDLE_ROW_DTYPE,
     KTICK_DTYPE,
     RECORD_DTYPE,
     SLOT_DTYPE,
-    TICK_DTYPE,
 )
 
 LAYOUTS = {

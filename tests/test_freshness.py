@@ -25,7 +25,7 @@ T0 = 1_705_290_000  # 2024-01-15 09:10 IST
 
 def ticks(delays_s, exchange_s=T0):
     rows = np.zeros(len(delays_s), KTICK_DTYPE)
-    rows["exchange_timestamp"] = exchange_s
+    rows["event_ns"] = exchange_s * NS
     rows["recv_ns"] = exchange_s * NS + (np.asarray(delays_s) * NS).astype(np.int64)
     return rows
 
@@ -35,7 +35,7 @@ def test_staleness_median_and_max_over_the_window():
     assert s.summary() is None
     s.add(ticks([0.3] * 60 + [1.2] * 39 + [7.5]))
     no_stamp = ticks([100.0])
-    no_stamp["exchange_timestamp"] = 0  # not a full-mode packet: no exchange time
+    no_stamp["event_ns"] = no_stamp["recv_ns"]  # not a full-mode packet: no exchange time
     s.add(no_stamp)
     summary = s.summary()
     assert summary["ticks"] == 100 and summary["max"] == 7.5

@@ -102,7 +102,7 @@ def engine_candles(rows, messages, intervals):
 
     ticks = np.empty(1 << 16, KTICK_DTYPE)
     for recv_ns, message in messages:
-        n, _ = wire.decode_kernel_into(message, recv_ns, ticks, 0)
+        n, _ = wire.decode_kernel_into(message, recv_ns, ticks, 0, engine.slot_table)
         engine.process(ticks[:n], drain)
     engine.finalize(drain)
     drain()
@@ -343,7 +343,10 @@ def test_the_limiter_counts_requests_when_they_go():
         for f in [pool.submit(take) for _ in range(16)]:
             f.result(timeout=DEADLINE_S)
     stamps.sort()
-    assert min(b - a for a, b in zip(stamps, stamps[3:], strict=False)) >= 0.3
+    # A stamp is taken after acquire() returns: a thread descheduled in between stamps late
+    # and narrows the next window (seen: 0.2986 s on a loaded machine). 20 ms is far below
+    # the 100 ms a fourth request in the window would take off.
+    assert min(b - a for a, b in zip(stamps, stamps[3:], strict=False)) >= 0.3 - 0.02
 
 
 # --- faults ----------------------------------------------------------------------------

@@ -7,14 +7,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.dtypes import KTICK_DTYPE
 from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
-from feedengine.reference import candles as ref
 from feedengine.replay import ReplaySource
 from feedengine.segments import DIVISORS, IST, exchange_of_segment, price_text
 from feedengine.sink import MemorySink
-from tests.candle_streams import sessions_of, tick_streams
+from tests.candle_streams import PACKET_DTYPE, reference, sessions_of, tick_streams
 from tests.processes import cli
 from tests.tickfiles import write_tick_file
 
@@ -32,7 +30,7 @@ def replay(path, intervals=INTERVALS, sink=None, ring_rows=1 << 12):
 
 
 def expected(kticks, tokens, intervals=INTERVALS):
-    result = ref.aggregate(kticks, sessions_of(tokens), list(intervals))
+    result = reference(kticks, sessions_of(tokens), list(intervals))
     out = {}
     for tok, minutes, start, o, h, lo, c, v in result.rows:
         div = int(DIVISORS[tok & 0xFF])
@@ -63,7 +61,7 @@ def test_replay_cli_writes_csv_and_summary(tmp_path):
             ((base + 30) * 10**9, base + 30, 0, 408065, 157380, 25, 0, 0, 184, 1, 1, 1),
             ((base + 61) * 10**9, base + 61, 0, 408065, 157300, 40, 0, 0, 184, 1, 1, 1),
         ],
-        KTICK_DTYPE,
+        PACKET_DTYPE,
     )
     path = write_tick_file(tmp_path / "d.ticks", kt, tokens)
     out = tmp_path / "c.csv"

@@ -13,9 +13,12 @@ from hypothesis import strategies as st
 from kiteconnect import KiteTicker
 
 from feedengine import _wire, wire
-from feedengine.dtypes import KTICK_DTYPE, TICK_DTYPE
+from feedengine.brokers.kite.dtypes import TICK_DTYPE
+from feedengine.dtypes import KTICK_DTYPE
 from feedengine.reference import wire as ref
 from feedengine.segments import DIVISORS, IST
+from feedengine.sessions import NS_PER_S
+from feedengine.slots import SlotTable
 from tests.strategies import malformed_messages, messages, packets, tick_dicts
 
 #: Real Kite captures and their expected values (see the README there), copied from the
@@ -82,20 +85,15 @@ def test_fixture_raw_units_and_kernel_rows():
     full = wire.decode(message, recv_ns=7)[0]
     assert full["last_price"] == 157370 and full["segment"] == 1 and full["mode"] == 3
     kt = np.zeros(1, KTICK_DTYPE)
-    assert wire.decode_kernel_into(message, 7, kt, 0) == (1, wire.Fault.NONE)
-    for name in (
-        "recv_ns",
-        "instrument_token",
-        "last_price",
-        "volume_traded",
-        "exchange_timestamp",
-        "last_trade_time",
-        "packet_length",
-        "segment",
-    ):
-        assert kt[0][name] == full[name], name
-    assert kt[0]["has_volume"] == 1
-    assert (kt[0]["day_high"], kt[0]["day_low"], kt[0]["has_day_range"]) == (157500, 156105, 1)
+    table = SlotTable.build([999, int(full["instrument_token"])])
+    assert wire.decode_kernel_into(message, 7, kt, 0, table) == (1, wire.Fault.NONE)
+    row = kt[0]
+    assert (row["recv_ns"], row["slot"], row["price"]) == (7, 1, full["last_price"])
+    assert row["event_ns"] == full["exchange_timestamp"] * NS_PER_S
+    assert (row["volume"], row["has_volume"]) == (full["volume_traded"], 1)
+    assert (row["day_high"], row["day_low"], row["has_day_range"]) == (157500, 156105, 1)
+    # Its last trade is of the same IST date as its exchange time.
+    assert row["auction"] == 1
 
 
 # --- against the reference ---------------------------------------------------------------
@@ -169,40 +167,29 @@ def test_signed_fields_and_segment_divisors():
 
 
 @settings(max_examples=200, deadline=None)
-@given(messages(), st.integers(0, 2**62))
-def test_kernel_rows_agree_with_full_rows(message, recv_ns):
+@given(messages(), st.integers(0, 2**62), st.data())
+def test_kernel_rows_equal_the_reference_mapping(message, recv_ns, data):
+    """The compiled decoder's neutral rows are the reference's reading of each packet."""
     full = wire.decode(message, recv_ns)
+    tokens = sorted({int(t) for t in full["instrument_token"] if t})
+    known = data.draw(st.lists(st.sampled_from(tokens), unique=True) if tokens else st.just([]))
+    table = SlotTable.build(known)
     out = np.zeros(len(full) + 3, KTICK_DTYPE)
-    n, fault = wire.decode_kernel_into(message, recv_ns, out, 3)
+    n, fault = wire.decode_kernel_into(message, recv_ns, out, 3, table)
     assert (n, fault) == (len(full), wire.Fault.NONE)
-    k = out[3:]
-    has_volume = np.isin(full["packet_length"], (44, 184)) & (full["segment"] != 9)
-    assert (k["has_volume"] == has_volume).all()
-    assert (k["volume_traded"] == np.where(has_volume, full["volume_traded"], 0)).all()
-    # Quote, full and both index packets carry the day's high and low; ltp packets do not.
-    has_range = full["packet_length"] != 8
-    assert (k["has_day_range"] == has_range).all()
-    assert (k["day_high"] == np.where(has_range, full["high"], 0)).all()
-    assert (k["day_low"] == np.where(has_range, full["low"], 0)).all()
-    for name in (
-        "recv_ns",
-        "instrument_token",
-        "last_price",
-        "exchange_timestamp",
-        "last_trade_time",
-        "packet_length",
-        "segment",
-    ):
-        assert (k[name] == full[name]).all(), name
+    slot = {t: i for i, t in enumerate(known)}
+    want = [ref.kernel_row(d, slot.get(d["instrument_token"], -1)) for d in rows_as_dicts(full)]
+    assert [dict(zip(KTICK_DTYPE.names, r, strict=True)) for r in out[3:].tolist()] == want
 
 
 def test_need_space_writes_nothing():
     message = ref.encode_message([ref.encode_packet(ref.empty_tick() | {"packet_length": 8})] * 5)
     out = np.zeros(4, KTICK_DTYPE)
-    assert wire.decode_kernel_into(message, 0, out, 0) == (0, wire.NEED_SPACE)
-    assert wire.decode_kernel_into(message, 0, np.zeros(5, KTICK_DTYPE), 0) == (5, 0)
+    table = SlotTable.build([1])
+    assert wire.decode_kernel_into(message, 0, out, 0, table) == (0, wire.NEED_SPACE)
+    assert wire.decode_kernel_into(message, 0, np.zeros(5, KTICK_DTYPE), 0, table) == (5, 0)
     with pytest.raises(IndexError):
-        wire.decode_kernel_into(message, 0, out, 9)
+        wire.decode_kernel_into(message, 0, out, 9, table)
 
 
 def test_decode_records_batches_many_messages():
@@ -225,12 +212,32 @@ def test_decode_records_batches_many_messages():
     faults = np.zeros(_wire.NUM_FAULTS, np.int64)
     first_bad = np.full(1, -1, np.int64)
     out = np.zeros(10, KTICK_DTYPE)
-    got, rec = [], 0
+    table = SlotTable.build([256 * i + 1 for i in range(0, 50, 2)])
+    got, slots, rec = [], [], 0
     while rec < len(msgs):
-        rec, end = _wire.decode_records(buf, offsets, lengths, recv, rec, out, 0, faults, first_bad)
-        got.extend(out[:end]["volume_traded"].tolist())
+        rec, end = _wire.decode_records(
+            buf, offsets, lengths, recv, rec, out, 0, faults, first_bad, *table_args(table)
+        )
+        got.extend(out[:end]["volume"].tolist())
+        slots.extend(out[:end]["slot"].tolist())
     assert got == [i for i in range(50) for _ in range(i % 4)]
+    assert slots == [i // 2 if i % 2 == 0 else -1 for i in range(50) for _ in range(i % 4)]
     assert faults[wire.Fault.EMPTY] == 1 and first_bad[0] == 50
+
+
+def table_args(table):
+    return table.keys, table.slots, table.shift
+
+
+def test_slot_table_agrees_with_the_compiled_lookup():
+    keys = [(i << 8) | 1 for i in range(1, 3000, 7)] + [2**63 + 5, 2**64 - 1]
+    table = SlotTable.build(keys)
+    assert [table.slot(k) for k in keys] == list(range(len(keys)))
+    assert table.slot(12345) == -1
+    with pytest.raises(ValueError, match="distinct"):
+        SlotTable.build([5, 5])
+    with pytest.raises(ValueError, match="from 1"):
+        SlotTable.build([0])
 
 
 # --- the vectorized encoder ---------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Reference candle aggregator: SPEC section 4 straightforwardly, a dict per instrument.
 
-It reads the same lean tick rows as the compiled kernel (``KTICK_DTYPE``) and returns the
+It reads the same neutral tick rows as the compiled kernel (``KTICK_DTYPE``) and returns the
 final candle rows; tests require the kernel to produce exactly these. It keeps the spec's
 state where the kernel keeps less: the day's extremes of every IST date, where the kernel
 holds only the latest date's.
@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from feedengine.sessions import NS_PER_MIN, NS_PER_S, ist_day, ist_midnight_ns
-
-FULL_PACKET, INDEX_FULL_PACKET = 184, 32
 
 
 @dataclass
@@ -47,20 +45,13 @@ class _Instrument:
 
 @dataclass
 class Result:
-    """Final rows ``(token, minutes, bucket_start_ns, open, high, low, close, volume)``."""
+    """Final rows ``(slot, minutes, bucket_start_ns, open, high, low, close, volume)``."""
 
     rows: list[tuple[int, int, int, int, int, int, int, int]]
     late: dict[int, int]
     preopen: int = 0
     after_close: int = 0
     unknown: int = 0
-
-
-def event_time_ns(tick: Any) -> int:
-    """Exchange timestamp of full and index-full packets when set, else receive time."""
-    if tick["packet_length"] in (FULL_PACKET, INDEX_FULL_PACKET) and tick["exchange_timestamp"]:
-        return int(tick["exchange_timestamp"]) * NS_PER_S
-    return int(tick["recv_ns"])
 
 
 def _day_range_moves(inst: _Instrument, day: int, tick: Any) -> tuple[int | None, int | None, bool]:
@@ -99,7 +90,8 @@ def aggregate(
     ticks
         Iterable of rows with ``KTICK_DTYPE`` fields (numpy rows or dicts).
     sessions
-        ``{instrument_token: (open_s, close_s)}``, seconds after IST midnight.
+        ``{slot: (open_s, close_s)}``, seconds after IST midnight; a tick of any other slot
+        is unknown.
     intervals
         Candle lengths in minutes.
     grace_ns
@@ -115,16 +107,16 @@ def aggregate(
         )
 
     for tick in ticks:
-        tok = int(tick["instrument_token"])
+        tok = int(tick["slot"])
         inst = state.get(tok)
         if inst is None:
             result.unknown += 1
             continue
-        t = event_time_ns(tick)
+        t = int(tick["event_ns"])
         recv = int(tick["recv_ns"])
-        price = int(tick["last_price"])
+        price = int(tick["price"])
         has_volume = bool(tick["has_volume"])
-        cum = int(tick["volume_traded"])
+        cum = int(tick["volume"])
         day = ist_day(t)
         midnight = ist_midnight_ns(day)
         open_ns = midnight + inst.open_s * NS_PER_S
@@ -132,8 +124,7 @@ def aggregate(
         if t < open_ns or t >= close_ns:
             if t < open_ns:
                 result.preopen += 1
-                ltt = int(tick["last_trade_time"])
-                if tick["packet_length"] == FULL_PACKET and ltt and ist_day(ltt * NS_PER_S) == day:
+                if tick["auction"]:
                     inst.preopen_day, inst.preopen_price = day, price
             else:
                 result.after_close += 1

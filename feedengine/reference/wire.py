@@ -4,6 +4,7 @@ import struct
 from typing import Any
 
 from feedengine.segments import Segment
+from feedengine.sessions import NS_PER_S, ist_day
 
 LTP, INDEX_QUOTE, INDEX_FULL, QUOTE, FULL = 8, 28, 32, 44, 184
 KNOWN_LENGTHS = (LTP, INDEX_QUOTE, INDEX_FULL, QUOTE, FULL)
@@ -159,3 +160,31 @@ def encode_message(packets: list[bytes]) -> bytes:
         parts.append(struct.pack(">H", len(p)))
         parts.append(p)
     return b"".join(parts)
+
+
+def kernel_row(tick: dict[str, Any], slot: int) -> dict[str, Any]:
+    """The neutral kernel row (``KTICK_DTYPE`` fields) of a decoded tick in ``slot``.
+
+    SPEC section 4's reading of a Kite packet: the exchange timestamp of full and
+    index-full packets is the event time (else the receive time); quote and full packets of
+    tradable segments carry the cumulative volume; every packet but ltp the day's range; a
+    full packet whose last trade is of the event's IST date carries the auction's price.
+    """
+    plen = tick["packet_length"]
+    recv = int(tick["recv_ns"])
+    ets = int(tick["exchange_timestamp"]) if plen in (FULL, INDEX_FULL) else 0
+    event = ets * NS_PER_S if ets else recv
+    ltt = int(tick["last_trade_time"]) if plen == FULL else 0
+    has_volume = plen in (QUOTE, FULL) and tick["instrument_token"] & 0xFF != Segment.INDICES
+    return {
+        "recv_ns": recv,
+        "event_ns": event,
+        "volume": int(tick["volume_traded"]) if has_volume else 0,
+        "slot": slot,
+        "price": int(tick["last_price"]),
+        "day_high": int(tick["high"]) if plen != LTP else 0,
+        "day_low": int(tick["low"]) if plen != LTP else 0,
+        "has_volume": int(has_volume),
+        "has_day_range": int(plen != LTP),
+        "auction": int(bool(ltt) and ist_day(ltt * NS_PER_S) == ist_day(event)),
+    }
