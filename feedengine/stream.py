@@ -33,6 +33,7 @@ import queue
 import random
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,7 +140,7 @@ def shard(
     return [keys[a:b] for a, b in itertools.pairwise(bounds)]
 
 
-class BrokerStream:
+class BrokerStream(ABC):
     """Connections to a broker's streaming WebSocket on a background thread (a base class).
 
     Parameters
@@ -216,21 +217,21 @@ class BrokerStream:
 
     # --- what a broker says -------------------------------------------------------------
 
+    @abstractmethod
     def _endpoint(self, index: int) -> tuple[str, dict[str, str]]:
         """The URL and extra handshake headers of connection ``index``."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def _subscribe(self, ws: ClientConnection, index: int, keys: list[int]) -> None:
         """Send the messages that subscribe ``keys`` on new connection ``index``; log it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _refusal(self, response: Response) -> FeedError | None:
         """The fatal error a refused handshake means (bad credentials), or None: retry."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _text(self, index: int, text: str) -> None:
         """A text frame received on connection ``index`` (never a tick)."""
-        raise NotImplementedError
 
     # --- the consumer's side ------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""One package per broker: its live source, decoder, instruments and local test server."""
