@@ -102,21 +102,29 @@ class Collector:
 
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch):
-    """No test here may reach beyond this machine (the SDK's import GETs api.ipify.org)."""
+    """No test here may reach beyond this machine (the SDK's import GETs api.ipify.org).
+
+    Attempts are also kept and checked at the end: the SDK swallows any exception of its
+    import-time request, so raising alone would prove nothing."""
     real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+    reached = []
 
     def getaddrinfo(host, *args, **kwargs):
         if host not in ("127.0.0.1", "localhost", "::1", None):
+            reached.append(host)
             raise AssertionError(f"a test looked up {host}")
         return real_getaddrinfo(host, *args, **kwargs)
 
     def connect(self, address):
         if isinstance(address, tuple) and address[0] not in ("127.0.0.1", "::1"):
+            reached.append(address)
             raise AssertionError(f"a test connected to {address}")
         return real_connect(self, address)
 
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     monkeypatch.setattr(socket.socket, "connect", connect)
+    yield
+    assert not reached
 
 
 def config_of(server, **changes):
