@@ -1,0 +1,1 @@
+"""Brokers: one sub-package per broker, each with everything that knows its wire."""
