@@ -7,7 +7,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 # ext/<name>.pyx becomes feedengine._<name>; feedtypes.pxd is the shared contract.
-KERNELS = ["wire", "tickfile", "candles", "pgcopy"]
+KERNELS = ["wire", "tickfile", "candles", "pgcopy", "angelone_wire"]
 
 COMPILE_ARGS = ["-O3"] if os.name != "nt" else ["/O2"]
 
