@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from feedengine import _angelone_wire
 from feedengine.brokers.angelone import reference as ref
 from feedengine.brokers.angelone import wire
-from feedengine.dtypes import KTICK_DTYPE
 from feedengine.brokers.angelone.wire import (
     BEST_LEVELS,
     DEPTH_LEVELS,
@@ -34,6 +33,7 @@ from feedengine.brokers.angelone.wire import (
     Fault,
     Mode,
 )
+from feedengine.dtypes import KTICK_DTYPE
 from feedengine.slots import SlotTable
 
 
