@@ -58,8 +58,16 @@ KITE = Broker(
     instrument="feedengine.instruments:Instrument",
 )
 
+ANGELONE = Broker(
+    name="angelone",
+    label="Angel One",
+    decoder_module="feedengine._angelone_wire",
+    fault_enum="feedengine.brokers.angelone.wire:Fault",
+    instrument="feedengine.brokers.angelone.instruments:AngelInstrument",
+)
+
 #: Every broker, by name. A tick file without a broker is Kite's (files before brokers).
-BROKERS = {b.name: b for b in (KITE,)}
+BROKERS = {b.name: b for b in (KITE, ANGELONE)}
 DEFAULT_BROKER = KITE.name
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
+from feedengine.brokers.angelone.wire import PRICE_DECIMALS, ExchangeType
 from feedengine.errors import InstrumentsError
 from feedengine.instruments import parse_symbol
 
@@ -38,12 +39,9 @@ log = logging.getLogger(__name__)
 #: 13 cde_fo), by the segment each names. Rows of other segments (``NCO``) are skipped.
 EXCHANGE_TYPES = {"NSE": 1, "NFO": 2, "BSE": 3, "BFO": 4, "MCX": 5, "NCDEX": 7, "CDS": 13}
 EXCHANGES = {v: k for k, v in EXCHANGE_TYPES.items()}
-#: Decimals of a price's integer units. WebSocket 2.0's documentation: "All prices are in
-#: paise. For currencies, the int 32 price values should be divided by 10000000.0 to obtain
-#: four decimal places. For everything else, the price values should be divided by 100."
-#: (quoted on the SmartAPI forum, topic 3378, from the WebSocket2 page).
-CURRENCY_DECIMALS = 7
-DEFAULT_DECIMALS = 2
+#: The session (``feedengine.sessions``) of each exchange: its own, except NCDEX, whose
+#: commodities trade in the commodity session as Kite's NCO.
+MARKETS = {"NCDEX": "NCO"}
 #: Fields of a scrip master row kept in the daily cache (the download is ~40 MB).
 CACHED_FIELDS = ("token", "symbol", "name", "exch_seg", "instrumenttype", "expiry", "tick_size")
 #: Seconds to wait for the scrip master's download.
@@ -68,7 +66,12 @@ class AngelInstrument:
     @property
     def decimals(self) -> int:
         """Decimals of this instrument's price units (7 for currencies, else 2)."""
-        return CURRENCY_DECIMALS if self.exchange == "CDS" else DEFAULT_DECIMALS
+        return PRICE_DECIMALS[ExchangeType(self.exchange_type)]
+
+    @property
+    def market(self) -> str:
+        """The session key (``feedengine.sessions``) of the instrument."""
+        return MARKETS.get(self.exchange, self.exchange)
 
     @classmethod
     def from_dict(cls, d: Any) -> "AngelInstrument":

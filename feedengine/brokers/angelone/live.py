@@ -46,6 +46,7 @@ class AngelLiveSource(StreamSource[AngelInstrument]):
     """
 
     name = BROKER
+    broker = BROKER
     stream: AngelStream
 
     def __init__(
