@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
-EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd)
+EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*/*.pyx)
 BUILT := feedengine/.built
 
 # numpy's OpenBLAS threads spin on a 2-core machine and steal the kernels' CPU.
@@ -51,4 +51,4 @@ demo: build
 	$(PY) -m feedengine.demo
 
 clean:
-	rm -rf build $(BUILT) feedengine/*.so ext/*.c
+	rm -rf build $(BUILT) $$(find ext -name "*.c") $$(find feedengine -name "*.so")

@@ -6,20 +6,27 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-# ext/<name>.pyx becomes feedengine._<name>; feedtypes.pxd is the shared contract.
-KERNELS = ["wire", "tickfile", "candles", "pgcopy", "angelone_wire"]
+# Module: source. feedtypes.pxd is the shared contract; each broker's decoder lives in its
+# package (``feedengine.brokers.<broker>._wire``).
+KERNELS = {
+    "feedengine._tickfile": "ext/tickfile.pyx",
+    "feedengine._candles": "ext/candles.pyx",
+    "feedengine._pgcopy": "ext/pgcopy.pyx",
+    "feedengine.brokers.kite._wire": "ext/kite/_wire.pyx",
+    "feedengine.brokers.angelone._wire": "ext/angelone/_wire.pyx",
+}
 
 COMPILE_ARGS = ["-O3"] if os.name != "nt" else ["/O2"]
 
 extensions = [
     Extension(
-        f"feedengine._{name}",
-        [f"ext/{name}.pyx"],
+        name,
+        [source],
         include_dirs=["ext", numpy.get_include()],
         extra_compile_args=COMPILE_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
-    for name in KERNELS
+    for name, source in KERNELS.items()
 ]
 
 setup(

@@ -72,7 +72,8 @@ def run_benchmark(benchmark, fn: Callable[[], object]) -> float:
 
 @contextlib.contextmanager
 def mockkite_process(*args: str) -> Iterator[int]:
-    """``python -m feedengine.mockkite --simulate ARGS`` in its own process; yields its port.
+    """``python -m feedengine.brokers.kite.mockserver --simulate ARGS`` in its own process;
+    yields its port.
 
     A process of its own, so that the benchmark's CPU time is feedengine's alone.
     """
@@ -80,7 +81,15 @@ def mockkite_process(*args: str) -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "feedengine.mockkite", "--simulate", *args, "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "feedengine.brokers.kite.mockserver",
+            "--simulate",
+            *args,
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from feedengine import _wire
+from feedengine.brokers.kite import _wire
+from feedengine.brokers.kite import reference as ref_wire
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
-from feedengine.instruments import Instrument
 from feedengine.reference import candles as ref_candles
-from feedengine.reference import wire as ref_wire
 from feedengine.sessions import DEFAULT_SESSIONS
 from feedengine.simulator import SimConfig, simulate
 from feedengine.tickfile import TickReader
@@ -37,7 +37,7 @@ def session(tmp_path_factory):
     simulate(path, SimConfig(instruments=INSTRUMENTS, ticks=TICKS, seed=5))
     reader = TickReader(path)
     batches = list(reader.batches())
-    return [Instrument.from_dict(d) for d in reader.instruments], batches
+    return [KiteInstrument.from_dict(d) for d in reader.instruments], batches
 
 
 def run_ours(instruments, batches):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from kiteconnect import KiteTicker
 
-from feedengine import _wire
+from feedengine.brokers.kite import _wire
+from feedengine.brokers.kite import reference as ref
 from feedengine.brokers.kite.dtypes import TICK_DTYPE
-from feedengine.reference import wire as ref
 
 from .conftest import MODE, best_time, run_benchmark
 

@@ -14,11 +14,11 @@ import numpy as np
 import psycopg
 import pytest
 
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.dtypes import CANDLE_ROW_DTYPE
 from feedengine.flusher import BATCH_ROWS
-from feedengine.instruments import Instrument
 from feedengine.sink import candle_tuples
 from feedengine.tables import TableNames
 
@@ -47,7 +47,7 @@ def tables(pg_dsn):
 
 def candle_rows(n):
     rng = np.random.default_rng(3)
-    instruments = [Instrument((i + 1) << 8 | 1, f"SYM{i:04d}", "NSE") for i in range(3000)]
+    instruments = [KiteInstrument((i + 1) << 8 | 1, f"SYM{i:04d}", "NSE") for i in range(3000)]
     engine = CandleEngine(instruments, CandleConfig(intervals=(5,)))
     rows = np.zeros(n, CANDLE_ROW_DTYPE)
     rows["slot"] = np.arange(n) % 3000

@@ -18,18 +18,18 @@ from datetime import time as dt_time
 import numpy as np
 import psycopg
 
-from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
-from feedengine.database import PostgresSink
-from feedengine.instruments import Instrument
-from feedengine.live import LiveSource
-from feedengine.mockkite import (
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.mockserver import (
     DEFAULT_ACCESS_TOKEN,
     DEFAULT_API_KEY,
     instrument_rows,
     session_start_ns,
 )
+from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
+from feedengine.database import PostgresSink
 from feedengine.pipeline import Pipeline
-from feedengine.segments import IST
+from feedengine.sessions import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.tables import TableNames, table_names
@@ -83,7 +83,7 @@ def test_live_latency(pg_dsn, report, benchmark):
     ) as port:
         try:
             instruments = [
-                Instrument.from_dict(r) for r in instrument_rows(sim_instruments(config))
+                KiteInstrument.from_dict(r) for r in instrument_rows(sim_instruments(config))
             ]
 
             def clock() -> int:

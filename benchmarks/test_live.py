@@ -15,10 +15,14 @@ from datetime import time as dt_time
 
 from kiteconnect import KiteTicker
 
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.mockserver import (
+    DEFAULT_ACCESS_TOKEN,
+    DEFAULT_API_KEY,
+    instrument_rows,
+)
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.instruments import Instrument
-from feedengine.live import LiveSource
-from feedengine.mockkite import DEFAULT_ACCESS_TOKEN, DEFAULT_API_KEY, instrument_rows
 from feedengine.pipeline import Pipeline
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
@@ -39,7 +43,7 @@ def test_socket_to_kernel(report, benchmark):
         rows = instrument_rows(
             sim_instruments(SimConfig(instruments=INSTRUMENTS, start=dt_time(10, 0)))
         )
-        instruments = [Instrument.from_dict(r) for r in rows]
+        instruments = [KiteInstrument.from_dict(r) for r in rows]
         frames: list[bytes] = []
         source = LiveSource(
             instruments, f"ws://127.0.0.1:{port}", DEFAULT_API_KEY, DEFAULT_ACCESS_TOKEN

@@ -14,9 +14,9 @@ from itertools import islice
 
 import psycopg
 
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
-from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
@@ -60,8 +60,8 @@ class SimulatedDays:
         self.samples: list[dict[str, float]] = []
 
     @property
-    def instruments(self) -> list[Instrument]:
-        return [Instrument.from_dict(d) for d in sim_instruments(self.configs[0])]
+    def instruments(self) -> list[KiteInstrument]:
+        return [KiteInstrument.from_dict(d) for d in sim_instruments(self.configs[0])]
 
     def start(self) -> None:
         pass

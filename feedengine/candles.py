@@ -85,10 +85,10 @@ class CandleEngine:
     the consumer failed); the engine calls them only while the ring is full.
     """
 
-    def __init__(self, instruments: list[Instrument], config: CandleConfig) -> None:
+    def __init__(self, instruments: Sequence[Instrument], config: CandleConfig) -> None:
         if not instruments:
             raise ValueError("no instruments to build candles for")
-        self.instruments = instruments
+        self.instruments = list(instruments)
         self.config = config
         self.symbols = [i.tradingsymbol for i in instruments]
         encoded = [s.encode() for s in self.symbols]

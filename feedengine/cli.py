@@ -18,7 +18,12 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from feedengine import __version__, wire
+from feedengine import __version__
+from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.history import KiteHistory
+from feedengine.brokers.kite.instruments import KiteInstrument, fetch_dump, read_dump
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.ticker import KiteStream
 from feedengine.candles import CandleConfig, parse_intervals
 from feedengine.config import DEFAULT_RECONCILE_AFTER_CLOSE, Config, load_env_file
 from feedengine.database import PostgresSink, check_database, symbols_from_db
@@ -31,24 +36,14 @@ from feedengine.errors import (
     InstrumentsError,
     UsageError,
 )
-from feedengine.history import KiteHistory
-from feedengine.instruments import (
-    Instrument,
-    fetch_dump,
-    parse_symbol,
-    read_dump,
-    read_symbols_file,
-    resolve,
-)
-from feedengine.live import LiveSource
+from feedengine.instruments import parse_symbol, read_symbols_file, resolve
 from feedengine.reconcile import day_range_ns, parse_days, reconcile, refuse_open_sessions
 from feedengine.replay import ReplaySource
-from feedengine.segments import IST
 from feedengine.service import EXIT_FORCED, Database, Run, run_service
+from feedengine.sessions import IST
 from feedengine.simsource import SimulatedSource, simulated_day
 from feedengine.simulator import SimConfig, SimConfigError
 from feedengine.simulator import instruments as sim_instruments
-from feedengine.ticker import KiteStream
 
 log = logging.getLogger("feedengine")
 
@@ -275,7 +270,7 @@ def credentials(config: Config) -> tuple[str, str]:
     return config.kite_api_key, config.kite_access_token
 
 
-def instruments_dump(args: argparse.Namespace, config: Config) -> list[Instrument]:
+def instruments_dump(args: argparse.Namespace, config: Config) -> list[KiteInstrument]:
     if args.instruments_csv:
         return read_dump(args.instruments_csv)
     key, token = credentials(config)
@@ -377,7 +372,7 @@ def simulated_source(
     except SimConfigError as e:
         raise UsageError(f"--simulate: {e}") from None
     sessions = config.sessions or CandleConfig().sessions
-    opened = {sessions[i.market] for i in map(Instrument.from_dict, universe)}
+    opened = {sessions[i.market] for i in map(KiteInstrument.from_dict, universe)}
     return SimulatedSource(simulated_day(symbols, list(opened)), record=record)
 
 
@@ -389,7 +384,7 @@ def reconcile_instruments(
     intervals: tuple[int, ...],
     first: date,
     last: date,
-) -> list[Instrument]:
+) -> list[KiteInstrument]:
     """The instruments to reconcile: the symbols asked for, or those with candles stored in
     any interval's table on those days (expired ones, missing from today's instruments
     dump, are named in a warning and skipped)."""

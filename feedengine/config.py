@@ -14,9 +14,9 @@ from dotenv import load_dotenv
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
+from feedengine.brokers.kite.instruments import KITE_API_ROOT
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
 from feedengine.errors import ConfigError
-from feedengine.instruments import KITE_API_ROOT
 from feedengine.sessions import Session, parse_sessions
 from feedengine.tables import (
     DEFAULT_TABLE_TEMPLATE,

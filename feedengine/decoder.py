@@ -46,7 +46,8 @@ class Decoder:
 
     @classmethod
     def load(cls, module: str, faults: str, table: SlotTable) -> "Decoder":
-        """From dotted names: ``"feedengine._wire"`` and ``"feedengine.wire:Fault"``."""
+        """From dotted names: ``"feedengine.brokers.kite._wire"`` and
+        ``"feedengine.brokers.kite.wire:Fault"``."""
         fault_module, _, fault_name = faults.partition(":")
         enum = getattr(importlib.import_module(fault_module), fault_name)
         return cls(importlib.import_module(module), enum, table)

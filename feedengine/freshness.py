@@ -18,8 +18,7 @@ from datetime import datetime
 
 import numpy as np
 
-from feedengine.segments import IST
-from feedengine.sessions import NS_PER_S
+from feedengine.sessions import IST, NS_PER_S
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ from feedengine.database import PostgresSink
 from feedengine.errors import AuthError, FeedError
 from feedengine.instruments import Instrument
 from feedengine.reconcile import CandleHistory, reconcile, to_records
-from feedengine.segments import IST
 from feedengine.sessions import (
+    IST,
     IST_OFFSET_NS,
     NS_PER_DAY,
     NS_PER_MIN,
@@ -74,7 +74,7 @@ class Historian:
     Parameters
     ----------
     history
-        Kite's candles (:class:`feedengine.history.KiteHistory`).
+        Kite's candles (:class:`feedengine.brokers.kite.history.KiteHistory`).
     sink
         A database sink of the historian's own (its own connection).
     instruments, intervals

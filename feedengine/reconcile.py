@@ -23,8 +23,7 @@ from feedengine.database import PostgresSink, StoredCandle
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import AuthError, FeedError, SinkUnavailable, UsageError
 from feedengine.instruments import Instrument
-from feedengine.segments import IST
-from feedengine.sessions import NS_PER_DAY, Session, ist_midnight_ns
+from feedengine.sessions import IST, NS_PER_DAY, Session, ist_midnight_ns
 from feedengine.tables import LOCK_CLASS, decimals, lock_key
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ RECONCILIATIONS_UPSERT = sql.SQL(
 
 
 class CandleHistory(Protocol):
-    """Where Kite's candles come from (:class:`feedengine.history.KiteHistory`)."""
+    """Where Kite's candles come from (:class:`feedengine.brokers.kite.history.KiteHistory`)."""
 
     #: Requests sent so far.
     requests: int

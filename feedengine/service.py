@@ -12,7 +12,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -31,7 +31,7 @@ from feedengine.pipeline import Pipeline
 from feedengine.progress import replay_progress
 from feedengine.reconcile import CandleHistory, reconcile
 from feedengine.replay import ReplaySource
-from feedengine.segments import IST
+from feedengine.sessions import IST
 from feedengine.sink import CsvSink, Sink
 from feedengine.source import Source
 from feedengine.spill import SpillFile
@@ -82,7 +82,7 @@ class Run:
     """
 
     source: Source
-    instruments: list[Instrument]
+    instruments: Sequence[Instrument]
     role: str
     live: bool
     clock: Callable[[], int] = time.time_ns
@@ -112,7 +112,7 @@ def install_signal_handlers(pipeline: Pipeline) -> None:
 
 
 def candle_engine(
-    config: Config, intervals: tuple[int, ...], instruments: list[Instrument]
+    config: Config, intervals: tuple[int, ...], instruments: Sequence[Instrument]
 ) -> CandleEngine:
     try:
         return CandleEngine(
@@ -157,7 +157,7 @@ def previous_weekdays(today: date, count: int) -> tuple[date, date]:
 def backfill(
     history: CandleHistory,
     sink: PostgresSink,
-    instruments: list[Instrument],
+    instruments: Sequence[Instrument],
     intervals: tuple[int, ...],
     days: int,
 ) -> None:

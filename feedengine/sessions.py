@@ -1,10 +1,10 @@
 """Trading sessions per exchange and the IST calendar arithmetic of SPEC section 4."""
 
 from dataclasses import dataclass
-from datetime import time
+from datetime import time, timedelta, timezone
 
-from feedengine.segments import Segment
-
+#: India Standard Time: sessions, buckets and candle stamps are all IST wall-clock times.
+IST = timezone(timedelta(hours=5, minutes=30), "IST")
 #: IST is UTC+05:30 all year (no daylight saving), so a fixed offset is exact.
 IST_OFFSET_NS = (5 * 3600 + 30 * 60) * 1_000_000_000
 NS_PER_S = 1_000_000_000
@@ -47,18 +47,6 @@ DEFAULT_SESSIONS: dict[str, Session] = {
     "MCX": _COMMODITY,
     "NCO": _COMMODITY,
 }
-
-
-def exchange_for(segment: int, exchange: str | None = None) -> str:
-    """The session key of an instrument: its exchange when known, else its segment's."""
-    if exchange:
-        exchange = exchange.upper()
-        if exchange in DEFAULT_SESSIONS:
-            return exchange
-    try:
-        return Segment(segment).name
-    except ValueError:
-        return "NSE"
 
 
 def parse_sessions(text: str) -> dict[str, Session]:

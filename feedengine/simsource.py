@@ -16,10 +16,9 @@ from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
 
-from feedengine.instruments import Instrument
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.recording import Recorder
-from feedengine.segments import IST
-from feedengine.sessions import NS_PER_S, Session
+from feedengine.sessions import IST, NS_PER_S, Session
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
@@ -82,7 +81,7 @@ class SimulatedSource:
     def __init__(self, config: SimConfig, speed: float = 1.0, record: Path | None = None) -> None:
         self.config = config
         self.speed = speed
-        self._instruments = [Instrument.from_dict(d) for d in sim_instruments(config)]
+        self._instruments = [KiteInstrument.from_dict(d) for d in sim_instruments(config)]
         self.recorder = (
             None
             if record is None
@@ -95,7 +94,7 @@ class SimulatedSource:
         self._origin_wall: int | None = None
 
     @property
-    def instruments(self) -> list[Instrument]:
+    def instruments(self) -> list[KiteInstrument]:
         return self._instruments
 
     @property

@@ -71,9 +71,10 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from feedengine import wire
+from feedengine.brokers.kite import wire
 from feedengine.brokers.kite.dtypes import DEPTH
-from feedengine.segments import DIVISORS, IST, Segment
+from feedengine.brokers.kite.segments import DIVISORS, Segment
+from feedengine.sessions import IST
 from feedengine.tickfile import TickWriter, make_meta
 
 __all__ = [

@@ -18,8 +18,7 @@ import numpy as np
 
 from feedengine.errors import SinkDataError, SinkUnavailable
 from feedengine.instruments import Instrument
-from feedengine.segments import IST, price_text
-from feedengine.sessions import NS_PER_S
+from feedengine.sessions import IST, NS_PER_S
 
 #: One candle as Python values:
 #: (minutes, symbol, exchange, IST bucket start, o, h, l, c, volume).
@@ -36,6 +35,17 @@ def candle_tuples(records: np.ndarray) -> list[CandleTuple]:
         start = datetime.fromtimestamp(start_ns // NS_PER_S, IST)
         out.append((minutes, symbol.decode(), exchange.decode(), start, po, ph, pl, pc, volume))
     return out
+
+
+def price_text(units: int, div: int) -> str:
+    """Exact decimal text of a price in integer units: ``price_text(157370, 100) == "1573.70"``.
+
+    ``div`` is a power of ten, so the text has exactly its number of decimals.
+    """
+    places = len(str(div)) - 1
+    sign = "-" if units < 0 else ""
+    whole, frac = divmod(abs(units), div)
+    return f"{sign}{whole}.{frac:0{places}d}" if places else f"{sign}{whole}"
 
 
 class Sink(Protocol):

@@ -7,7 +7,7 @@ plugs in with its own source and decoder (``feedengine.brokers``); nothing downs
 changes.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -73,7 +73,7 @@ class Source(Protocol):
     broker: str
 
     @property
-    def instruments(self) -> list[Instrument]:
+    def instruments(self) -> Sequence[Instrument]:
         """The instruments whose ticks this source delivers."""
         ...
 

@@ -19,8 +19,7 @@ from psycopg import sql
 from feedengine import _pgcopy
 from feedengine.errors import SchemaError
 from feedengine.instruments import Instrument
-from feedengine.segments import DIVISORS, IST
-from feedengine.sessions import NS_PER_S
+from feedengine.sessions import IST, NS_PER_S
 
 log = logging.getLogger(__name__)
 
@@ -392,8 +391,8 @@ def rounding(info: TableInfo, instruments: Sequence[Instrument]) -> str | None:
 
 
 def decimals(instrument: Instrument) -> int:
-    """Decimal places of the instrument's prices (its segment's divisor)."""
-    return len(str(int(DIVISORS[instrument.segment]))) - 1
+    """Decimal places of the instrument's prices (its price scale)."""
+    return instrument.decimals
 
 
 def latest_per_candle(records: np.ndarray) -> np.ndarray:

@@ -5,9 +5,9 @@ from collections import Counter
 import numpy as np
 from hypothesis import strategies as st
 
+from feedengine.brokers.kite import reference as ref_wire
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.reference import candles as ref_candles
-from feedengine.reference import wire as ref_wire
 from feedengine.sessions import (
     DEFAULT_SESSIONS,
     IST_OFFSET_NS,

@@ -4,7 +4,7 @@ import struct
 
 from hypothesis import strategies as st
 
-from feedengine.reference import wire as ref
+from feedengine.brokers.kite import reference as ref
 
 SEGMENTS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12]
 INT32 = st.integers(-(2**31), 2**31 - 1)

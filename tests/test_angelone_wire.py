@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedengine import _angelone_wire
+from feedengine.brokers.angelone import _wire as _angelone_wire
 from feedengine.brokers.angelone import reference as ref
 from feedengine.brokers.angelone import wire
 from feedengine.brokers.angelone.wire import (

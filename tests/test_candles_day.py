@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from feedengine import _wire
+from feedengine.brokers.kite import _wire
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
-from feedengine.instruments import Instrument
 from feedengine.sessions import (
     DEFAULT_SESSIONS,
     IST_OFFSET_NS,
@@ -28,7 +28,7 @@ def day(tmp_path_factory):
     path = tmp_path_factory.mktemp("day") / "day.ticks"
     simulate(path, SimConfig(instruments=60, ticks=60_000, seed=21))
     reader = TickReader(path)
-    instruments = [Instrument.from_dict(d) for d in reader.instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in reader.instruments]
     parts = []
     buf = np.empty(1 << 16, KTICK_DTYPE)
     faults = np.zeros(_wire.NUM_FAULTS, np.int64)

@@ -8,9 +8,9 @@ from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
 from feedengine import _candles
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.dtypes import CANDLE_ROW_DTYPE, SLOT_DTYPE
-from feedengine.instruments import Instrument
 from feedengine.sessions import NS_PER_S
 from tests.candle_streams import (
     DAY0_S,
@@ -540,7 +540,7 @@ def test_checkpoint_carries_the_extremes():
 
 
 def test_checkpoint_of_an_earlier_version_loads_with_empty_extremes(tmp_path):
-    engine = CandleEngine([Instrument(INFY, "INFY", "NSE")], CandleConfig(intervals=(1,)))
+    engine = CandleEngine([KiteInstrument(INFY, "INFY", "NSE")], CandleConfig(intervals=(1,)))
     engine.process(
         neutral(np.array([tick(at(9, 20), 100, high=104, low=97)], PACKET_DTYPE), [INFY]),
         pytest.fail,
@@ -555,7 +555,7 @@ def test_checkpoint_of_an_earlier_version_loads_with_empty_extremes(tmp_path):
         state["slots"][old_fields].tolist(), [(f, SLOT_DTYPE[f]) for f in old_fields]
     )
     np.savez(tmp_path / "old.npz", **state)
-    again = CandleEngine([Instrument(INFY, "INFY", "NSE")], CandleConfig(intervals=(1,)))
+    again = CandleEngine([KiteInstrument(INFY, "INFY", "NSE")], CandleConfig(intervals=(1,)))
     assert again.load_checkpoint(tmp_path / "old.npz", accept=lambda position: True)
     assert again.kernel.slots["extremes_day_ns"][0] == np.iinfo(np.int64).min
     # After the restart the next tick with a range is the date's first: outside the first

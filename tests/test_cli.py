@@ -185,7 +185,8 @@ def in_progress(checkpoint):
 
     import numpy as np
 
-    from feedengine.segments import IST, price_text
+    from feedengine.sessions import IST
+    from feedengine.sink import price_text
 
     symbols = {i.instrument_token: i.tradingsymbol for i in ReplaySource(SAMPLE).instruments}
     with np.load(checkpoint) as data:

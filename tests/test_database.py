@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from feedengine import _pgcopy
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink, check_database
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable
-from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.reference import pgcopy as ref_pgcopy
 from feedengine.replay import ReplaySource
@@ -261,7 +261,7 @@ class WaitingSource:
     broker = "kite"
 
     def __init__(self):
-        self.instruments = [Instrument(408065, "INFY", "NSE")]
+        self.instruments = [KiteInstrument(408065, "INFY", "NSE")]
         self.started = threading.Event()
         self.stopped = threading.Event()
 

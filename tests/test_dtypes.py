@@ -2,7 +2,8 @@
 
 import pytest
 
-from feedengine import _candles, _pgcopy, _wire
+from feedengine import _candles, _pgcopy
+from feedengine.brokers.kite import _wire
 from feedengine.brokers.kite.dtypes import TICK_DTYPE
 from feedengine.dtypes import (
     BAR_DTYPE,

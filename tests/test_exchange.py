@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import SchemaError, SinkDataError, SpillError
-from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
@@ -129,11 +129,12 @@ def test_an_old_table_takes_instruments_whose_symbols_differ(pg, pg_dsn, table_p
     name = table_prefix.format(interval=5)
     pg.execute(f'CREATE TABLE "{name}" ({OLD_COLUMNS}, PRIMARY KEY (tradingsymbol, datetime))')
     sink = PostgresSink(pg_dsn, TableNames(table_prefix))
-    sink.open((5,), [Instrument(408065, "INFY", "NSE"), Instrument(779521, "SBIN", "NSE")])
+    sink.open((5,), [KiteInstrument(408065, "INFY", "NSE"), KiteInstrument(779521, "SBIN", "NSE")])
     sink.close()
     with pytest.raises(SchemaError, match="NSE:INFY and BSE:INFY"):
         sink.open(
-            (5,), [Instrument(408065, "INFY", "NSE"), Instrument(500209 << 8 | 4, "INFY", "BSE")]
+            (5,),
+            [KiteInstrument(408065, "INFY", "NSE"), KiteInstrument(500209 << 8 | 4, "INFY", "BSE")],
         )
 
 
@@ -141,14 +142,17 @@ def test_a_previous_version_spill_is_converted_with_the_runs_exchanges(tmp_path)
     path = tmp_path / "spill.bin"
     write_v1_spill(path, ["INFY", "SBIN", "INFY", "USDINR24JANFUT"])
     before = path.read_bytes()
-    nse_and_bse = [Instrument(408065, "INFY", "NSE"), Instrument(500209 << 8 | 4, "INFY", "BSE")]
+    nse_and_bse = [
+        KiteInstrument(408065, "INFY", "NSE"),
+        KiteInstrument(500209 << 8 | 4, "INFY", "BSE"),
+    ]
     with pytest.raises(SpillError, match=r"cannot be told for INFY, SBIN, USDINR24JANFUT"):
         SpillFile(path, nse_and_bse)
     assert path.read_bytes() == before  # kept as it was
     run = [
-        Instrument(408065, "INFY", "NSE"),
-        Instrument(779521, "SBIN", "NSE"),
-        Instrument(1057682691, "USDINR24JANFUT", "CDS"),
+        KiteInstrument(408065, "INFY", "NSE"),
+        KiteInstrument(779521, "SBIN", "NSE"),
+        KiteInstrument(1057682691, "USDINR24JANFUT", "CDS"),
     ]
     spill = SpillFile(path, run)
     got = np.concatenate(list(spill.blocks(100)))
@@ -212,7 +216,7 @@ def test_rounding_price_columns_are_named_at_start(pg, pg_dsn, table_prefix, cap
         f'CREATE TABLE "{name}" (datetime TIMESTAMP, tradingsymbol TEXT, open NUMERIC(12,2), '
         "high NUMERIC(12,4), low NUMERIC, close NUMERIC, volume BIGINT)"
     )
-    usd = Instrument(1057682691, "USDINR24JANFUT", "CDS")
+    usd = KiteInstrument(1057682691, "USDINR24JANFUT", "CDS")
     PostgresSink(pg_dsn, TableNames(table_prefix)).open((5,), [usd])
     assert re.search(
         rf"table {name} rounds prices: column\(s\) open, high keep 2/4 decimal\(s\), but 1 "
@@ -220,5 +224,7 @@ def test_rounding_price_columns_are_named_at_start(pg, pg_dsn, table_prefix, cap
         caplog.text,
     )
     caplog.clear()
-    PostgresSink(pg_dsn, TableNames(table_prefix)).open((5,), [Instrument(408065, "INFY", "NSE")])
+    PostgresSink(pg_dsn, TableNames(table_prefix)).open(
+        (5,), [KiteInstrument(408065, "INFY", "NSE")]
+    )
     assert "rounds prices" not in caplog.text

@@ -8,11 +8,11 @@ import uuid
 import psycopg
 import pytest
 
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink, embedded_dsn
-from feedengine.instruments import Instrument
-from feedengine.live import LiveSource
-from feedengine.mockkite import MockKite, tick_file_source
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
@@ -193,7 +193,7 @@ def test_mqtt_broker_stopped_mid_run_does_not_touch_the_feed(day, expected, tmp_
 def test_kite_dropped_repeatedly_loses_only_unreceived_ticks(day, tmp_path):
     messages, rows = tick_file_source(day)
     server = MockKite(messages, rows, api_key="k", access_token="t", speed=3000).start()
-    instruments = [Instrument.from_dict(d) for d in TickReader(day).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(day).instruments]
     record = tmp_path / "received.ticks"
     live = LiveSource(
         instruments,

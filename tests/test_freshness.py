@@ -6,12 +6,12 @@ import threading
 
 import numpy as np
 
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.freshness import Staleness
 from feedengine.heartbeat import Monitor
-from feedengine.instruments import Instrument
-from feedengine.live import LiveSource
 from feedengine.pipeline import Pipeline
 from feedengine.sink import MemorySink
 from feedengine.tickfile import TickReader
@@ -59,7 +59,7 @@ def test_a_stream_running_behind_shows_in_status_and_warns(window, caplog):
     ticks of each bucket's last seconds. Before, the status said running, nothing said
     why, and seconds-since-last-message stayed small."""
     server = serve(window, speed=60)
-    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(window).instruments]
 
     def behind():  # the receive clock of a link 5 s behind the exchange
         return server.stream_clock() + 5 * NS

@@ -10,15 +10,15 @@ import numpy as np
 import psycopg
 import pytest
 
+from feedengine.brokers.kite.history import KiteHistory, RequestLimiter
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
+from feedengine.brokers.kite.segments import DIVISORS
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.historian import Historian
-from feedengine.history import KiteHistory, RequestLimiter
-from feedengine.instruments import Instrument
-from feedengine.live import LiveSource
-from feedengine.mockkite import MockKite, tick_file_source
 from feedengine.pipeline import Pipeline
-from feedengine.segments import DIVISORS
 from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_MIN, NS_PER_S
 from feedengine.simulator import SimConfig, simulate
 from feedengine.tables import TableNames
@@ -65,7 +65,7 @@ def stored(conn, table_prefix, minutes, divisors):
 def test_a_three_minute_outage_is_repaired_from_kites_candles(pg_dsn, table_prefix, window):
     messages, rows = tick_file_source(window)
     server = MockKite(messages, rows, api_key=KEY, access_token=TOKEN, speed=SPEED).start()
-    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(window).instruments]
     live = LiveSource(
         instruments,
         server.url,

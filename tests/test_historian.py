@@ -9,18 +9,18 @@ import numpy as np
 import psycopg
 import pytest
 
+from feedengine.brokers.kite.history import KiteHistory, RequestLimiter
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
+from feedengine.brokers.kite.segments import DIVISORS
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.historian import Historian
-from feedengine.history import KiteHistory, RequestLimiter
-from feedengine.instruments import Instrument
-from feedengine.mockkite import MockKite, tick_file_source
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
-from feedengine.segments import DIVISORS, IST, price_text
-from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_S
+from feedengine.sessions import DEFAULT_SESSIONS, IST, NS_PER_S
 from feedengine.simulator import SimConfig, simulate
-from feedengine.sink import MemorySink
+from feedengine.sink import MemorySink, price_text
 from feedengine.source import MessageBatch
 from feedengine.tables import TableNames
 from feedengine.tickfile import TickReader
@@ -67,7 +67,7 @@ def served_candles(server, minutes, instruments, until_ns):
 def test_mid_session_start_and_reconciliation_after_the_close(pg_dsn, table_prefix, day_file):
     messages, rows = tick_file_source(day_file)
     server = MockKite(messages, rows, api_key=KEY, access_token=TOKEN, history="day").start()
-    instruments = [Instrument.from_dict(d) for d in TickReader(day_file).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(day_file).instruments]
     # NSE closed at 15:30 (+15 min); CDS trades until 17:00, MCX 23:55. Between bucket
     # boundaries: a bucket that ended within the grace would wait for a clock that stands.
     now = at(15, 46) + 30 * NS_PER_S
@@ -149,7 +149,7 @@ def test_a_gap_resets_the_volume_baseline_of_the_next_candle_only():
     from feedengine.dtypes import KTICK_DTYPE
 
     token = (408065 << 8) | 1
-    engine = CandleEngine([Instrument(token, "INFY", "NSE")], CandleConfig(intervals=(1, 15)))
+    engine = CandleEngine([KiteInstrument(token, "INFY", "NSE")], CandleConfig(intervals=(1, 15)))
     sink = MemorySink()
     base = at(10, 0)
 

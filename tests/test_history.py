@@ -1,4 +1,4 @@
-"""Kite's historical candles (feedengine.history) against the local Kite server: real
+"""Kite's historical candles (feedengine.brokers.kite.history) against the local Kite server: real
 sockets, kiteconnect's own client, never the internet."""
 
 import re
@@ -15,11 +15,8 @@ import requests
 from hypothesis import given
 from hypothesis import strategies as st
 
-from feedengine import wire
-from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
-from feedengine.errors import AuthError, HistoryError
-from feedengine.history import (
+from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.history import (
     HISTORY_DTYPE,
     KITE_INTERVALS,
     MAX_DAYS_PER_REQUEST,
@@ -31,13 +28,17 @@ from feedengine.history import (
     day_chunks,
     price_units,
 )
-from feedengine.instruments import KITE_API_ROOT, Instrument
-from feedengine.mockkite import MockKite, instrument_rows
-from feedengine.segments import IST, Segment, price_text
-from feedengine.sessions import DEFAULT_SESSIONS, NS_PER_MIN, NS_PER_S
+from feedengine.brokers.kite.instruments import KITE_API_ROOT, KiteInstrument
+from feedengine.brokers.kite.mockserver import MockKite, instrument_rows
+from feedengine.brokers.kite.segments import Segment
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
+from feedengine.errors import AuthError, HistoryError
+from feedengine.sessions import DEFAULT_SESSIONS, IST, NS_PER_MIN, NS_PER_S
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
+from feedengine.sink import price_text
 
 from .test_wire import FIXTURES
 
@@ -82,7 +83,7 @@ def market():
 def instruments(market):
     by_segment = {}
     for row in market[1]:
-        inst = Instrument.from_dict(row)
+        inst = KiteInstrument.from_dict(row)
         by_segment.setdefault(Segment(inst.segment).name, inst)
     return by_segment
 
@@ -91,7 +92,7 @@ def engine_candles(rows, messages, intervals):
     """{(token, minutes): HISTORY_DTYPE rows}: the engine's own candles of the stream, with
     the default grace (the simulator sends no late tick)."""
     engine = CandleEngine(
-        [Instrument.from_dict(r) for r in rows], CandleConfig(intervals=tuple(intervals))
+        [KiteInstrument.from_dict(r) for r in rows], CandleConfig(intervals=tuple(intervals))
     )
     ring = np.empty(1 << 16, CANDLE_ROW_DTYPE)
     drained = []
@@ -392,7 +393,7 @@ def test_a_refused_token_is_an_auth_error(server, instruments):
 
 
 def test_an_unknown_token_names_the_instrument(server):
-    stranger = Instrument((999_999 << 8) | Segment.NSE, "NOSUCHSTOCK", "NSE")
+    stranger = KiteInstrument((999_999 << 8) | Segment.NSE, "NOSUCHSTOCK", "NSE")
     with pytest.raises(HistoryError) as caught:
         history(server).candles(stranger, 1, DAYS[0], DAYS[0])
     message = str(caught.value)
@@ -436,7 +437,7 @@ def test_a_live_market_serves_what_it_has_played(market):
         start_on_subscribe=False,
         history="played",
     ).start()
-    inst = Instrument.from_dict(rows[0])
+    inst = KiteInstrument.from_dict(rows[0])
     halfway = int(datetime.combine(DAYS[0], dtime(9, 21), IST).timestamp()) * NS_PER_S
     try:
         assert wait_until(lambda: server.stream_clock() >= halfway)
@@ -465,7 +466,7 @@ def test_an_overridden_candle_is_served(market):
     server = MockKite(
         lambda: sim_messages(config), rows, api_key=KEY, access_token=TOKEN, history="day"
     ).start()
-    inst = Instrument.from_dict(rows[0])
+    inst = KiteInstrument.from_dict(rows[0])
     kite = history(server)
     try:
         before = kite.candles(inst, 1, DAYS[0], DAYS[0])

@@ -13,7 +13,10 @@ from datetime import time as dtime
 import numpy as np
 import pytest
 
-from feedengine import wire
+from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.mockserver import MockKite, instrument_rows, tick_file_source
+from feedengine.brokers.kite.ticker import KiteStream, shard
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.errors import AuthError, StreamError
 from feedengine.instruments import (
@@ -25,15 +28,12 @@ from feedengine.instruments import (
     read_dump,
     resolve,
 )
-from feedengine.live import LiveSource
-from feedengine.mockkite import MockKite, instrument_rows, tick_file_source
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
 from feedengine.sink import MemorySink
-from feedengine.ticker import KiteStream, shard
 from feedengine.tickfile import TickReader
 from tests.processes import cli
 
@@ -446,7 +446,7 @@ def test_a_handshake_timeout_is_its_own_line_and_part_of_the_backoff(window, cap
         backoff_first_s=1.0,
         backoff_cap_s=1.0,
     )
-    with caplog.at_level(logging.INFO, logger="feedengine.ticker"):
+    with caplog.at_level(logging.INFO, logger="feedengine.brokers.kite.ticker"):
         stream.start()
         try:
             assert wait_for(lambda: len(server.handshakes) >= 4, 30)

@@ -7,13 +7,14 @@ from decimal import Decimal
 
 import pytest
 
-from feedengine.history import KITE_INTERVALS, aggregate
-from feedengine.instruments import Instrument
-from feedengine.mockkite import MockKite, tick_file_source
+from feedengine.brokers.kite.history import KITE_INTERVALS, aggregate
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
+from feedengine.brokers.kite.segments import DIVISORS, exchange_for
 from feedengine.reconcile import day_range_ns
-from feedengine.segments import DIVISORS, IST, price_text
-from feedengine.sessions import DEFAULT_SESSIONS, exchange_for
+from feedengine.sessions import DEFAULT_SESSIONS, IST
 from feedengine.simulator import SimConfig, simulate
+from feedengine.sink import price_text
 from feedengine.tickfile import TickReader
 from tests.processes import DEADLINE_S, Service, clean_env, cli
 
@@ -91,7 +92,7 @@ def test_reconcile_makes_the_tables_equal_to_kites_candles(
     env = env_for(kite, pg_dsn, table_prefix)
     replay = cli("--replay", day_file, env=env, home=tmp_path)
     assert replay.returncode == 0, replay.stderr
-    instruments = [Instrument.from_dict(d) for d in TickReader(day_file).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(day_file).instruments]
     infy = next(i for i in instruments if i.exchange == "NSE" and i.segment == 1)
     five, one, fifteen = (table_prefix.format(interval=m) for m in (5, 1, 15))
     at = datetime.combine(DAY, time(10, 0))
@@ -150,7 +151,7 @@ def test_a_429_storm_and_server_errors_still_end_with_every_candle(
     """Two reconciliations at once (each under its own 3/s limit: 6 requests/s at the
     server, which answers the excess 429) while the server answers some 5xx."""
     env = env_for(kite, pg_dsn, table_prefix)
-    instruments = [Instrument.from_dict(d) for d in TickReader(day_file).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(day_file).instruments]
     kite.inject_history(2, status=503)
     kite.inject_history(1, status=502)
     runs = [
@@ -210,7 +211,7 @@ def test_backfill_loads_the_previous_trading_days_before_going_live(
     messages, rows = tick_file_source(path)
     server = MockKite(messages, rows, api_key=KEY, access_token=TOKEN, history="day").start()
     try:
-        instruments = [Instrument.from_dict(d) for d in TickReader(path).instruments]
+        instruments = [KiteInstrument.from_dict(d) for d in TickReader(path).instruments]
         env = env_for(server, pg_dsn, table_prefix)
         symbols = [f"{i.exchange}:{i.tradingsymbol}" for i in instruments]
         service = Service("--symbols", *symbols, "--backfill", "2", env=clean_env(tmp_path, **env))
@@ -231,8 +232,8 @@ def test_an_instrument_without_history_fails_alone(
 ):
     """A token Kite has no history for: one clear line, exit 1, nothing written for it; the
     other instruments are reconciled."""
-    instruments = [Instrument.from_dict(d) for d in TickReader(day_file).instruments]
-    ghost = Instrument((999_999 << 8) | 1, "GHOST", "NSE")
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(day_file).instruments]
+    ghost = KiteInstrument((999_999 << 8) | 1, "GHOST", "NSE")
     dump = tmp_path / "dump.csv"
     dump.write_text(
         "instrument_token,tradingsymbol,exchange\n"

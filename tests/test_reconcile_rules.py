@@ -6,12 +6,11 @@ from decimal import Decimal
 import numpy as np
 import pytest
 
+from feedengine.brokers.kite.history import HISTORY_DTYPE
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.errors import UsageError
-from feedengine.history import HISTORY_DTYPE
-from feedengine.instruments import Instrument
 from feedengine.reconcile import compare, parse_days, refuse_open_sessions, to_records
-from feedengine.segments import IST
-from feedengine.sessions import Session
+from feedengine.sessions import IST, Session
 
 T0 = 1_705_290_300 * 10**9  # 2024-01-15 09:15 IST
 MIN = 60 * 10**9
@@ -61,7 +60,7 @@ def test_a_stored_price_finer_than_the_unit_or_null_differs():
 
 
 def test_kite_rows_become_complete_records_of_the_instrument():
-    inst = Instrument(408065, "INFY", "NSE")
+    inst = KiteInstrument(408065, "INFY", "NSE")
     records = to_records(kite((0, 100, 110, 90, 105, 7)), inst, 5)
     assert records[0]["symbol"] == b"INFY" and records[0]["exchange"] == b"NSE"
     assert records[0]["minutes"] == 5 and records[0]["final"] == 1

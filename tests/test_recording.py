@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from feedengine import tickfile
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.heartbeat import Monitor
-from feedengine.instruments import Instrument
-from feedengine.live import LiveSource
 from feedengine.pipeline import Pipeline
 from feedengine.sink import MemorySink
 from feedengine.tickfile import TickReader, TickWriter, make_meta
@@ -38,7 +38,7 @@ def fill_disk(writer: TickWriter) -> None:
 def run_live(window, record, during=None):
     """Stream ``window`` at 200x with ``record``; return (summary, source, server, payload)."""
     server = serve(window, speed=200)
-    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(window).instruments]
     live = LiveSource(
         instruments, server.url, KEY, TOKEN, record=record, clock=server.stream_clock, **FAST
     )

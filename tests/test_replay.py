@@ -6,12 +6,13 @@ from decimal import Decimal
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.segments import DIVISORS, exchange_of_segment
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.instruments import Instrument
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
-from feedengine.segments import DIVISORS, IST, exchange_of_segment, price_text
-from feedengine.sink import MemorySink
+from feedengine.sessions import IST
+from feedengine.sink import MemorySink, price_text
 from tests.candle_streams import PACKET_DTYPE, reference, sessions_of, tick_streams
 from tests.processes import cli
 from tests.tickfiles import write_tick_file
@@ -89,7 +90,7 @@ def test_replay_cli_bad_input_is_one_line(tmp_path):
 
 
 def test_instrument_exchange_defaults_to_segment():
-    index = Instrument.from_dict({"instrument_token": 256265, "tradingsymbol": "NIFTY 50"})
+    index = KiteInstrument.from_dict({"instrument_token": 256265, "tradingsymbol": "NIFTY 50"})
     assert index.exchange == "INDICES"
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from feedengine import simulator as sim
-from feedengine import wire
-from feedengine.segments import DIVISORS, IST, Segment
+from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.segments import DIVISORS, Segment
+from feedengine.sessions import IST
 from feedengine.tickfile import TickReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ def test_every_message_decodes_and_equals_wire_encode(session):
             heartbeats += 1
             continue
         assert 0 < len(rows) <= sim.MAX_PACKETS
-        # The simulator's packer writes what feedengine.wire.encode writes.
+        # The simulator's packer writes what feedengine.brokers.kite.wire.encode writes.
         assert wire.encode(rows) == msg
     assert heartbeats > 0
 

@@ -12,12 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kiteconnect import KiteTicker
 
-from feedengine import _wire, wire
+from feedengine.brokers.kite import _wire, wire
+from feedengine.brokers.kite import reference as ref
 from feedengine.brokers.kite.dtypes import TICK_DTYPE
+from feedengine.brokers.kite.segments import DIVISORS
 from feedengine.dtypes import KTICK_DTYPE
-from feedengine.reference import wire as ref
-from feedengine.segments import DIVISORS, IST
-from feedengine.sessions import NS_PER_S
+from feedengine.sessions import IST, NS_PER_S
 from feedengine.slots import SlotTable
 from tests.strategies import malformed_messages, messages, packets, tick_dicts
 

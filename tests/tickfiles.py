@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feedengine import wire
+from feedengine.brokers.kite import wire
 from feedengine.brokers.kite.dtypes import TICK_DTYPE
 from feedengine.tickfile import TickWriter, make_meta
 

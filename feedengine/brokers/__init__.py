@@ -53,15 +53,15 @@ class Broker:
 KITE = Broker(
     name="kite",
     label="Kite",
-    decoder_module="feedengine._wire",
-    fault_enum="feedengine.wire:Fault",
-    instrument="feedengine.instruments:Instrument",
+    decoder_module="feedengine.brokers.kite._wire",
+    fault_enum="feedengine.brokers.kite.wire:Fault",
+    instrument="feedengine.brokers.kite.instruments:KiteInstrument",
 )
 
 ANGELONE = Broker(
     name="angelone",
     label="Angel One",
-    decoder_module="feedengine._angelone_wire",
+    decoder_module="feedengine.brokers.angelone._wire",
     fault_enum="feedengine.brokers.angelone.wire:Fault",
     instrument="feedengine.brokers.angelone.instruments:AngelInstrument",
 )

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from feedengine import _angelone_wire
+from feedengine.brokers.angelone import _wire
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.slots import SlotTable
 
@@ -201,7 +201,7 @@ PRICE_DECIMALS: dict[ExchangeType, int] = {
 }
 
 #: The compiled batch decoder (``ext/angelone_wire.pyx``): messages into neutral tick rows.
-decode_records = _angelone_wire.decode_records
+decode_records = _wire.decode_records
 
 
 def instrument_key(exchange_type: int, token: str) -> int | None:
@@ -291,7 +291,7 @@ def decode_batch(
     buf = np.frombuffer(b"".join(payloads), np.uint8)
     recv = np.asarray(recv_ns, np.int64)
     out = np.empty(len(payloads), KTICK_DTYPE)  # one row per message at most: no drain
-    faults = np.zeros(_angelone_wire.NUM_FAULTS, np.int64)
+    faults = np.zeros(_wire.NUM_FAULTS, np.int64)
     first_bad = np.full(1, -1, np.int64)
     _, end = decode_records(
         buf,

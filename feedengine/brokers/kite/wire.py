@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from feedengine import _wire
+from feedengine.brokers.kite import _wire
 from feedengine.brokers.kite.dtypes import DEPTH, TICK_DTYPE
+from feedengine.brokers.kite.segments import DIVISORS
 from feedengine.dtypes import KTICK_DTYPE
-from feedengine.segments import DIVISORS, IST
+from feedengine.sessions import IST
 from feedengine.slots import SlotTable
 
 log = logging.getLogger(__name__)

@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from feedengine.brokers.kite.instruments import KITE_API_ROOT
 from feedengine.errors import AuthError, HistoryError
-from feedengine.instruments import KITE_API_ROOT, Instrument
-from feedengine.segments import DIVISORS
+from feedengine.instruments import Instrument
 from feedengine.sessions import (
     DEFAULT_SESSIONS,
     IST_OFFSET_NS,
@@ -40,7 +40,6 @@ from feedengine.sessions import (
     NS_PER_MIN,
     NS_PER_S,
     Session,
-    exchange_for,
 )
 
 if TYPE_CHECKING:
@@ -353,7 +352,7 @@ class KiteHistory:
             )
         native = minutes in KITE_INTERVALS
         interval = KITE_INTERVALS[minutes if native else 1]
-        divisor = int(DIVISORS[instrument.segment])
+        divisor = 10**instrument.decimals
         parts = [
             self._fetch(instrument, interval, divisor, start, end)
             for start, end in day_chunks(first_day, last_day, MAX_DAYS_PER_REQUEST[interval])
@@ -361,7 +360,7 @@ class KiteHistory:
         rows = np.concatenate(parts)
         if native:
             return np.sort(rows, order="bucket_start_ns")
-        session = self.sessions[exchange_for(instrument.segment, instrument.exchange)]
+        session = self.sessions[instrument.market]
         return aggregate(rows, minutes, session)
 
     # --- one request ------------------------------------------------------------------
@@ -377,7 +376,12 @@ class KiteHistory:
         return kite
 
     def _fetch(
-        self, instrument: Instrument, interval: str, divisor: int, first_day: date, last_day: date
+        self,
+        instrument: Instrument,
+        interval: str,
+        divisor: int,
+        first_day: date,
+        last_day: date,
     ) -> np.ndarray:
         import requests
         from kiteconnect import exceptions as kex
@@ -391,7 +395,7 @@ class KiteHistory:
 
         what = (
             f"{instrument.exchange}:{instrument.tradingsymbol} (token "
-            f"{instrument.instrument_token}) {interval} candles {first_day}..{last_day}"
+            f"{instrument.key}) {interval} candles {first_day}..{last_day}"
         )
         retrying = Retrying(
             retry=retry_if_exception(_transient),
@@ -402,9 +406,7 @@ class KiteHistory:
             before_sleep=lambda state: _log_retry(what, state),
         )
         try:
-            records = retrying(
-                self._request, instrument.instrument_token, interval, first_day, last_day
-            )
+            records = retrying(self._request, instrument.key, interval, first_day, last_day)
         except RetryError as e:
             last = e.last_attempt
             raise HistoryError(

@@ -3,7 +3,7 @@
 import struct
 from typing import Any
 
-from feedengine.segments import Segment
+from feedengine.brokers.kite.segments import Segment
 from feedengine.sessions import NS_PER_S, ist_day
 
 LTP, INDEX_QUOTE, INDEX_FULL, QUOTE, FULL = 8, 28, 32, 44, 184

@@ -1,4 +1,4 @@
-"""A local Kite-compatible server: ``python -m feedengine.mockkite``.
+"""A local Kite-compatible server: ``python -m feedengine.brokers.kite.mockserver``.
 
 It speaks Kite's WebSocket protocol on loopback - the ``api_key``/``access_token`` check
 (HTTP 403 on a bad one), ``subscribe``/``unsubscribe``/``mode`` messages, a 1-byte heartbeat
@@ -7,8 +7,8 @@ or the simulator, sending each client only the tokens and modes it subscribed. I
 answers the REST calls feedengine makes through ``kiteconnect`` (``/user/profile``,
 ``/instruments``, ``/instruments/historical``), so ``--test-broker`` runs without the
 internet. Its historical candles are the engine's candles of the market it plays
-(:mod:`feedengine.mockhistory`): of what it has played so far (a live day), or of the whole
-stream (a past day); like Kite it answers more than 3 historical requests a second with
+(:mod:`feedengine.brokers.kite.mockhistory`): of what it has played so far (a live day), or
+of the whole stream (a past day); like Kite it answers more than 3 historical requests a second with
 HTTP 429. Faults are injected on command: drop the connections, go silent, turn into a
 black hole (no data, no reading, so no close handshake either: a dead link), stall new
 handshakes, send a malformed frame, send a text error; answer historical requests late or
@@ -44,11 +44,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from feedengine import wire
-from feedengine.history import MAX_DAYS_PER_REQUEST, RATE_LIMIT, RATE_PERIOD_S
-from feedengine.instruments import Instrument
-from feedengine.mockhistory import SERVED_MINUTES, CandleBook, HistoryMode
-from feedengine.segments import IST, Segment
+from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.history import MAX_DAYS_PER_REQUEST, RATE_LIMIT, RATE_PERIOD_S
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.mockhistory import SERVED_MINUTES, CandleBook, HistoryMode
+from feedengine.brokers.kite.segments import Segment
+from feedengine.sessions import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
 from feedengine.simulator import messages as sim_messages
@@ -228,7 +229,7 @@ class MockKite:
     def start(self) -> "MockKite":
         if self.history is not HistoryMode.NONE:
             tokens = {int(r["instrument_token"]): r for r in self.instruments}
-            instruments = [Instrument.from_dict(r) for r in tokens.values()]
+            instruments = [KiteInstrument.from_dict(r) for r in tokens.values()]
             if instruments:
                 self._book = (
                     CandleBook.of_stream(instruments, self._messages())
@@ -661,7 +662,7 @@ def session_start_ns(config: SimConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m feedengine.mockkite",
+        prog="python -m feedengine.brokers.kite.mockserver",
         description="A local Kite-compatible WebSocket and REST server.",
     )
     src = p.add_mutually_exclusive_group(required=True)

@@ -1,12 +1,10 @@
 """Kite exchange segments: the low byte of an instrument token (SPEC section 2)."""
 
-from datetime import timedelta, timezone
 from enum import IntEnum
 
 import numpy as np
 
-#: India Standard Time: sessions, buckets and candle stamps are all IST wall-clock times.
-IST = timezone(timedelta(hours=5, minutes=30), "IST")
+from feedengine.sessions import DEFAULT_SESSIONS
 
 
 class Segment(IntEnum):
@@ -48,12 +46,13 @@ def exchange_of_segment(segment: int) -> str:
         return f"SEG{segment}"
 
 
-def price_text(units: int, div: int) -> str:
-    """Exact decimal text of a price in integer units: ``price_text(157370, 100) == "1573.70"``.
-
-    ``div`` is a power of ten, so the text has exactly its number of decimals.
-    """
-    places = len(str(div)) - 1
-    sign = "-" if units < 0 else ""
-    whole, frac = divmod(abs(units), div)
-    return f"{sign}{whole}.{frac:0{places}d}" if places else f"{sign}{whole}"
+def exchange_for(segment: int, exchange: str | None = None) -> str:
+    """The session key of an instrument: its exchange when known, else its segment's."""
+    if exchange:
+        exchange = exchange.upper()
+        if exchange in DEFAULT_SESSIONS:
+            return exchange
+    try:
+        return Segment(segment).name
+    except ValueError:
+        return "NSE"

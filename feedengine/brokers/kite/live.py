@@ -2,7 +2,8 @@
 
 :class:`LiveSource` is a :class:`~feedengine.stream.StreamSource` (a bounded queue with
 back-pressure, batches at least every :data:`~feedengine.stream.BATCH_WAIT_S`, recording
-that fails alone; see :mod:`feedengine.stream`) over a :class:`~feedengine.ticker.KiteStream`.
+that fails alone; see :mod:`feedengine.stream`) over a
+:class:`~feedengine.brokers.kite.ticker.KiteStream`.
 """
 
 import time
@@ -10,13 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from feedengine.instruments import Instrument
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.ticker import KiteStream
 from feedengine.stream import StreamSource
-from feedengine.ticker import KiteStream
 from feedengine.tickfile import make_meta
 
 
-class LiveSource(StreamSource[Instrument]):
+class LiveSource(StreamSource[KiteInstrument]):
     """Kite's WebSocket stream for ``instruments``.
 
     Parameters
@@ -33,7 +34,7 @@ class LiveSource(StreamSource[Instrument]):
     clock
         Receive-time source in Unix ns (the same one the pipeline's clock uses).
     **stream_options
-        Passed to :class:`~feedengine.ticker.KiteStream`.
+        Passed to :class:`~feedengine.brokers.kite.ticker.KiteStream`.
     """
 
     name = "kite"
@@ -42,7 +43,7 @@ class LiveSource(StreamSource[Instrument]):
 
     def __init__(
         self,
-        instruments: list[Instrument],
+        instruments: list[KiteInstrument],
         url: str,
         api_key: str,
         access_token: str,

@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import orjson
 
-from feedengine import wire
+from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.history import DAY_INTERVAL, HISTORY_DTYPE, KITE_INTERVALS
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.dtypes import CANDLE_ROW_DTYPE, KTICK_DTYPE
-from feedengine.history import DAY_INTERVAL, HISTORY_DTYPE, KITE_INTERVALS
-from feedengine.instruments import Instrument
 from feedengine.sessions import IST_OFFSET_NS, NS_PER_DAY
 
 #: The ``day`` candles: one bucket longer than any session, so the session's whole candle.
@@ -57,7 +57,7 @@ class CandleBook:
         The instruments of the stream; ticks of other tokens make no candle.
     """
 
-    def __init__(self, instruments: list[Instrument]) -> None:
+    def __init__(self, instruments: list[KiteInstrument]) -> None:
         self.tokens = {i.instrument_token: slot for slot, i in enumerate(instruments)}
         self.engine = CandleEngine(
             instruments,
@@ -74,7 +74,7 @@ class CandleBook:
 
     @classmethod
     def of_stream(
-        cls, instruments: list[Instrument], messages: Iterable[tuple[int, bytes]]
+        cls, instruments: list[KiteInstrument], messages: Iterable[tuple[int, bytes]]
     ) -> "CandleBook":
         """The book of a whole stream, its last candles finalized."""
         book = cls(instruments)
