@@ -14,6 +14,8 @@ from dotenv import load_dotenv
 from psycopg import ProgrammingError
 from psycopg.conninfo import conninfo_to_dict
 
+from feedengine import brokers
+from feedengine.brokers.angelone.config import AngelConfig
 from feedengine.brokers.kite.instruments import KITE_API_ROOT
 from feedengine.candles import DEFAULT_INTERVALS, parse_intervals
 from feedengine.errors import ConfigError
@@ -67,6 +69,8 @@ class Config:
     """All settings of a run."""
 
     home: Path = DEFAULT_HOME
+    #: Whose live feed (``--broker``): a replay takes its broker from the tick file.
+    broker: str = brokers.DEFAULT_BROKER
     pg_conn_str: str | None = None
     candle_table_name: str | None = None
     candle_table_template: str = DEFAULT_TABLE_TEMPLATE
@@ -80,6 +84,7 @@ class Config:
     kite_access_token: str | None = None
     kite_ws_url: str = DEFAULT_WS_URL
     kite_api_root: str = KITE_API_ROOT
+    angel: AngelConfig = field(default_factory=AngelConfig)
     heartbeat_interval: float = DEFAULT_HEARTBEAT_S
     log_level: str = "INFO"
     mqtt_broker: str | None = None
@@ -147,10 +152,12 @@ class Config:
         level = (get("LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"LOG_LEVEL={level!r}: expected DEBUG, INFO, WARNING or ERROR")
+        broker = brokers.get(get("BROKER") or brokers.DEFAULT_BROKER).name
         port = get("MQTT_PORT")
         tls = _bool("MQTT_USE_TLS", get("MQTT_USE_TLS") or "false")
         return cls(
             home=Path(get("FEEDENGINE_HOME") or DEFAULT_HOME).expanduser(),
+            broker=broker,
             pg_conn_str=dsn,
             candle_table_name=five_minute,
             candle_table_template=template,
@@ -168,6 +175,7 @@ class Config:
             kite_access_token=get("KITE_ACCESS_TOKEN"),
             kite_ws_url=get("KITE_WS_URL") or DEFAULT_WS_URL,
             kite_api_root=get("KITE_API_ROOT") or KITE_API_ROOT,
+            angel=AngelConfig.from_env(e),
             heartbeat_interval=_number(
                 "HEARTBEAT_INTERVAL", get("HEARTBEAT_INTERVAL") or "30", 1, 3600
             ),

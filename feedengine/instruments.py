@@ -5,6 +5,7 @@ the core reads only what :class:`Instrument` names.
 """
 
 import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -57,18 +58,30 @@ def parse_symbol(text: str) -> tuple[str, str]:
 
 
 def resolve(
-    symbols: list[str], available: list[Inst], where: str, skip_unknown: bool = False
+    symbols: list[str],
+    available: Sequence[Inst],
+    where: str,
+    skip_unknown: bool = False,
+    alias: Callable[[str, str], str | None] | None = None,
 ) -> list[Inst]:
-    """The instruments named by ``symbols``.
+    """The instruments named by ``symbols``, in order.
 
     Every unknown one is named in one error, or, with ``skip_unknown``, in one warning (an
     expired contract must not stop a day's feed); it is an error still when none is known.
+    ``alias(exchange, symbol)`` is a broker's other name of a symbol, tried when the symbol
+    itself is unknown.
     """
-    by_name = {(i.exchange, i.tradingsymbol.upper()): i for i in available}
+    by_name: dict[tuple[str, str], Inst] = {}
+    for one in available:
+        by_name.setdefault((one.exchange, one.tradingsymbol.upper()), one)
     chosen: dict[int, Inst] = {}
     unknown = []
     for text in symbols:
-        inst = by_name.get(parse_symbol(text))
+        exchange, symbol = parse_symbol(text)
+        inst = by_name.get((exchange, symbol))
+        other = alias(exchange, symbol) if inst is None and alias is not None else None
+        if other is not None:
+            inst = by_name.get((exchange, other))
         if inst is None:
             unknown.append(text.strip())
         else:

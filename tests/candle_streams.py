@@ -6,6 +6,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from feedengine.brokers.kite import reference as ref_wire
+from feedengine.brokers.kite.segments import exchange_for
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.reference import candles as ref_candles
 from feedengine.sessions import (
@@ -14,7 +15,6 @@ from feedengine.sessions import (
     NS_PER_DAY,
     NS_PER_MIN,
     NS_PER_S,
-    exchange_for,
 )
 
 SEGMENTS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 12]

@@ -14,20 +14,19 @@ import numpy as np
 import pytest
 
 from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.instruments import (
+    KITE_API_ROOT,
+    KiteInstrument,
+    dump_cache_path,
+    fetch_dump,
+    read_dump,
+)
 from feedengine.brokers.kite.live import LiveSource
 from feedengine.brokers.kite.mockserver import MockKite, instrument_rows, tick_file_source
 from feedengine.brokers.kite.ticker import KiteStream, shard
 from feedengine.candles import CandleConfig, CandleEngine
-from feedengine.errors import AuthError, StreamError
-from feedengine.instruments import (
-    KITE_API_ROOT,
-    Instrument,
-    InstrumentsError,
-    dump_cache_path,
-    fetch_dump,
-    read_dump,
-    resolve,
-)
+from feedengine.errors import AuthError, InstrumentsError, StreamError
+from feedengine.instruments import resolve
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
@@ -132,7 +131,7 @@ def test_live_candles_equal_replay_of_the_same_file(window):
     Pipeline(CandleEngine(source.instruments, config), replayed).run(source)
 
     server = serve(window, speed=60)
-    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(window).instruments]
     live = LiveSource(instruments, server.url, KEY, TOKEN, clock=server.stream_clock, **FAST)
     pipeline = Pipeline(CandleEngine(instruments, config), sink := MemorySink())
 
@@ -221,7 +220,7 @@ def test_silence_is_death_and_the_stream_resumes(window):
 
 def test_malformed_frame_and_text_error_do_not_stop_the_feed(window, caplog):
     server = serve(window, speed=40)
-    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(window).instruments]
     live = LiveSource(instruments, server.url, KEY, TOKEN, **FAST)
     pipeline = Pipeline(CandleEngine(instruments, CandleConfig()), MemorySink())
 
@@ -298,7 +297,7 @@ def test_seven_thousand_instruments_over_three_connections():
 
 def test_recording_replays_to_the_same_candles(window, tmp_path):
     server = serve(window, speed=60)
-    instruments = [Instrument.from_dict(d) for d in TickReader(window).instruments]
+    instruments = [KiteInstrument.from_dict(d) for d in TickReader(window).instruments]
     record = tmp_path / "rec.ticks"
     live = LiveSource(
         instruments, server.url, KEY, TOKEN, record=record, clock=server.stream_clock, **FAST

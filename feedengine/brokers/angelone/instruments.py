@@ -30,7 +30,7 @@ import requests
 
 from feedengine.brokers.angelone.wire import PRICE_DECIMALS, ExchangeType
 from feedengine.errors import InstrumentsError
-from feedengine.instruments import parse_symbol
+from feedengine.instruments import resolve as core_resolve
 
 log = logging.getLogger(__name__)
 
@@ -256,36 +256,19 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise
 
 
+def nse_equity(exchange: str, symbol: str) -> str | None:
+    """On NSE a bare equity name stands for its ``-EQ`` series (``RELIANCE-EQ``)."""
+    return f"{symbol}-EQ" if exchange == "NSE" and not symbol.endswith("-EQ") else None
+
+
 def resolve(
     symbols: list[str], available: list[AngelInstrument], where: str, skip_unknown: bool = False
 ) -> list[AngelInstrument]:
     """The instruments named by ``symbols`` (``NSE:RELIANCE-EQ``, ``RELIANCE``), in order.
-
-    Every unknown one is named in one error, or, with ``skip_unknown``, in one warning (an
-    expired contract must not stop a day's feed); it is an error still when none is known.
 
     Raises
     ------
     InstrumentsError
         Unknown symbols (all named), or a symbol that cannot be parsed.
     """
-    by_name: dict[tuple[str, str], AngelInstrument] = {}
-    for one in available:
-        by_name.setdefault((one.exchange, one.tradingsymbol.upper()), one)
-    chosen: dict[int, AngelInstrument] = {}
-    unknown: list[str] = []
-    for text in symbols:
-        exchange, symbol = parse_symbol(text)
-        inst = by_name.get((exchange, symbol))
-        if inst is None and exchange == "NSE":
-            inst = by_name.get((exchange, f"{symbol}-EQ"))
-        if inst is None:
-            unknown.append(text.strip())
-        else:
-            chosen.setdefault(inst.key, inst)
-    if unknown:
-        message = f"{len(unknown)} unknown symbol(s) in {where}: {', '.join(unknown)}"
-        if not skip_unknown or not chosen:
-            raise InstrumentsError(message)
-        log.warning("%s; running the other %d (--skip-unknown)", message, len(chosen))
-    return list(chosen.values())
+    return core_resolve(symbols, available, where, skip_unknown, alias=nse_equity)
