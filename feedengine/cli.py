@@ -18,7 +18,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from feedengine import __version__
+from feedengine import __version__, brokers
 from feedengine.brokers.kite import wire
 from feedengine.brokers.kite.history import KiteHistory
 from feedengine.brokers.kite.instruments import KiteInstrument, fetch_dump, read_dump
@@ -64,13 +64,19 @@ class Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(
         prog="python -m feedengine",
-        description="Kite Connect ticks to OHLC candles in PostgreSQL. Without --replay or "
-        "--simulate it streams the live Kite feed for the instruments given.",
+        description="A broker's ticks (Kite Connect, Angel One) to OHLC candles in PostgreSQL. "
+        "Without --replay or --simulate it streams the broker's live feed for the instruments "
+        "given.",
         epilog="Configuration comes from the environment and .env (see .env.example); "
         "flags override it. Exit status: 0 ok, 1 failure (database, broker, files, rows left "
         "in the spill file), 2 bad command line or configuration.",
     )
-    src = p.add_argument_group("source (default: the live Kite feed)")
+    src = p.add_argument_group("source (default: the broker's live feed)")
+    src.add_argument(
+        "--broker",
+        choices=sorted(brokers.BROKERS),
+        help="whose live feed (default BROKER, else kite); a replay takes the tick file's",
+    )
     src.add_argument(
         "--replay",
         metavar="PATH",
@@ -132,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="read Kite's instruments dump from this CSV instead of "
         "downloading it (downloads are cached per day in FEEDENGINE_HOME)",
+    )
+    sel.add_argument(
+        "--scrip-master",
+        type=Path,
+        metavar="PATH",
+        help="read Angel One's scrip master (JSON) from this file instead of downloading "
+        "it (downloads are cached per day in FEEDENGINE_HOME)",
     )
     out = p.add_argument_group("candles")
     out.add_argument(
@@ -227,6 +240,8 @@ def check_flags(args: argparse.Namespace) -> None:
         raise UsageError("--record records a live feed; --replay already reads a tick file")
     if args.no_finalize and not args.replay:
         raise UsageError("--no-finalize applies to --replay only")
+    if args.instruments_csv and args.scrip_master:
+        raise UsageError("--instruments-csv is Kite's, --scrip-master Angel One's: give one")
     if args.symbols_from_db and args.csv:
         raise UsageError("--symbols-from-db needs the database; drop --csv")
     if args.reconcile and (args.csv or args.record or args.backfill):
@@ -331,6 +346,29 @@ def test_broker(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
+def broker_of(args: argparse.Namespace, config: Config) -> str:
+    """``--broker``, else ``BROKER``; a broker's own instruments flag must match it."""
+    broker = args.broker or config.broker
+    if args.instruments_csv and broker != brokers.KITE.name:
+        raise UsageError(f"--instruments-csv is Kite's instruments dump; the broker is {broker}")
+    if args.scrip_master and broker != brokers.ANGELONE.name:
+        raise UsageError(f"--scrip-master is Angel One's instruments; the broker is {broker}")
+    return broker
+
+
+def angel_run(args: argparse.Namespace, config: Config, wanted: list[str] | None) -> Run:
+    """A live run of Angel One's feed (no historical client: no gap repair)."""
+    from feedengine.brokers.angelone import connect  # the SDK only when Angel is used
+
+    if not wanted:
+        raise UsageError("which instruments? give --symbols, --symbols-file or --symbols-from-db")
+    available = connect.instruments(config.angel, config.home, today_ist(), args.scrip_master)
+    source = connect.live_source(
+        config.angel, available, wanted, skip_unknown=args.skip_unknown, record=args.record
+    )
+    return Run(source, source.instruments, "live", live=True)
+
+
 def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run:
     """The run's source and instruments, from --replay, --simulate or the live feed."""
     wanted = wanted_symbols(args, config, db)
@@ -339,6 +377,11 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
             replay = ReplaySource(args.replay, args.speed)
         except OSError as e:
             raise UsageError(f"--replay: cannot read {args.replay}: {e.strerror}") from None
+        if args.broker and args.broker != replay.broker:
+            raise UsageError(
+                f"--broker {args.broker}, but {args.replay.name} holds {replay.broker}'s "
+                "messages (a replay takes the tick file's broker; drop --broker)"
+            )
         available = replay.instruments
         if not available:
             raise UsageError(f"--replay: {args.replay} lists no instruments in its header")
@@ -348,6 +391,8 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
     if args.simulate:
         sim = simulated_source(wanted, config, args.record)
         return Run(sim, sim.instruments, "simulate", live=True, clock=sim.clock)
+    if broker_of(args, config) == brokers.ANGELONE.name:
+        return angel_run(args, config, wanted)
     if not wanted:
         raise UsageError("which instruments? give --symbols, --symbols-file or --symbols-from-db")
     dump = instruments_dump(args, config)
@@ -453,6 +498,15 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.test_broker:
+        if broker_of(args, config) == brokers.ANGELONE.name:
+            from feedengine.brokers.angelone import connect
+
+            available = connect.instruments(
+                config.angel, config.home, today_ist(), args.scrip_master
+            )
+            for line in connect.test_broker(config.angel, available, args.symbols):
+                print(line)
+            return 0
         return test_broker(args, config)
     if args.reconcile:
         return run_reconcile(args, config, db, intervals)

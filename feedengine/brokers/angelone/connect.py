@@ -1,0 +1,101 @@
+"""A run of Angel One's live feed, from the configuration: log in, find the instruments,
+open the stream; and ``--test-broker``'s three steps.
+
+Everything Angel-specific that the command line needs, so that the command line knows Angel
+One only by these two calls.
+"""
+
+import threading
+import time
+from datetime import date
+from pathlib import Path
+
+from feedengine.brokers.angelone.auth import login
+from feedengine.brokers.angelone.config import AngelConfig
+from feedengine.brokers.angelone.instruments import (
+    AngelInstrument,
+    fetch_scrip_master,
+    read_scrip_master,
+    resolve,
+)
+from feedengine.brokers.angelone.live import AngelLiveSource
+from feedengine.brokers.angelone.stream import AngelStream
+from feedengine.brokers.angelone.wire import decode_batch
+from feedengine.errors import BrokerError
+from feedengine.slots import SlotTable
+
+#: How long ``--test-broker`` waits for the first tick of a subscribed instrument (s).
+TEST_STREAM_S = 10.0
+#: Instruments ``--test-broker`` subscribes when none are named.
+TEST_INSTRUMENTS = 3
+
+
+def instruments(
+    config: AngelConfig, home: Path, today: date, scrip_master: Path | None
+) -> list[AngelInstrument]:
+    """The scrip master: the file given, else today's download (cached in ``home``)."""
+    if scrip_master is not None:
+        return read_scrip_master(scrip_master)
+    return fetch_scrip_master(config.scrip_master_url, home, today)
+
+
+def live_source(
+    config: AngelConfig,
+    available: list[AngelInstrument],
+    wanted: list[str],
+    *,
+    skip_unknown: bool = False,
+    record: Path | None = None,
+) -> AngelLiveSource:
+    """Log in and open the stream of the ``wanted`` symbols (one clear line on failure)."""
+    chosen = resolve(wanted, available, "Angel One's scrip master", skip_unknown)
+    return AngelLiveSource(chosen, config.ws_url, login(config), record=record)
+
+
+def test_broker(
+    config: AngelConfig, available: list[AngelInstrument], wanted: list[str] | None
+) -> list[str]:
+    """Log in, read the scrip master, stream until a tick of a chosen instrument arrives.
+
+    Returns the lines to print, one per step.
+
+    Raises
+    ------
+    AuthError, BrokerError
+        The step that failed, in one line.
+    """
+    session = login(config)
+    lines = [f"1/3 credentials ok: client {session.client_code}"]
+    lines.append(f"2/3 scrip master: {len(available):,} instruments")
+    chosen = (
+        resolve(wanted, available, "Angel One's scrip master")
+        if wanted
+        else available[:TEST_INSTRUMENTS]
+    )
+    table = SlotTable.build([i.key for i in chosen])
+    ticked = threading.Event()
+    messages: list[int] = []
+
+    def on_message(recv_ns: int, message: bytes) -> None:
+        messages.append(len(message))
+        rows, _, _ = decode_batch([message], [recv_ns], table)
+        if (rows["slot"] >= 0).any():
+            ticked.set()
+
+    stream = AngelStream(config.ws_url, session, [i.key for i in chosen], on_message)
+    stream.start()
+    deadline = time.monotonic() + TEST_STREAM_S
+    while not ticked.wait(0.1) and stream.alive and time.monotonic() < deadline:
+        pass
+    stream.stop()
+    stream.check()
+    if not ticked.is_set():
+        heard = f"{len(messages)} messages, none of them" if messages else "no message at all"
+        raise BrokerError(
+            f"stream: connected to {config.ws_url} but no tick of the {len(chosen)} "
+            f"subscribed instruments in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
+        )
+    lines.append(
+        f"3/3 stream ok: {len(chosen)} instruments, ticks arrived ({len(messages)} messages)"
+    )
+    return lines
