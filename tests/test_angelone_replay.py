@@ -109,6 +109,7 @@ def expected(messages) -> dict[tuple[str, int, int], tuple[int, ...]]:
 
 def stored(dsn, table_prefix) -> dict[tuple[str, int, int], tuple[int, ...]]:
     scale = {i.tradingsymbol: 10**i.decimals for i in INSTRUMENTS}
+    exchanges = {i.tradingsymbol: i.exchange for i in INSTRUMENTS}
     out = {}
     with psycopg.connect(dsn) as conn:
         for minutes in INTERVALS:
@@ -116,6 +117,7 @@ def stored(dsn, table_prefix) -> dict[tuple[str, int, int], tuple[int, ...]]:
                 "SELECT tradingsymbol, datetime, exchange, open, high, low, close, volume "
                 f'FROM "{table_prefix.format(interval=minutes)}"'
             ):
+                assert exchange == exchanges[symbol]
                 start = int(stamp.replace(tzinfo=IST).timestamp()) * NS_PER_S
                 units = tuple(int(p * scale[symbol]) for p in prices)
                 out[(symbol, minutes, start)] = (*units, volume)
