@@ -366,6 +366,10 @@ def angel_run(args: argparse.Namespace, config: Config, wanted: list[str] | None
     source = connect.live_source(
         config.angel, available, wanted, skip_unknown=args.skip_unknown, record=args.record
     )
+    log.info(
+        "Angel One: no historical candles here yet, so no gap repair or reconciliation; "
+        "candles are the live feed's"
+    )
     return Run(source, source.instruments, "live", live=True)
 
 

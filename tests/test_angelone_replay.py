@@ -5,13 +5,24 @@ its meta; the replay takes the broker, the decoder and the instruments from it. 
 expected candles come from the plain-Python Angel decoder and the reference aggregator.
 """
 
+import threading
 from datetime import datetime
 
 import numpy as np
 import psycopg
 
 from feedengine.brokers.angelone import reference as angel_ref
+from feedengine.brokers.angelone.auth import Session
 from feedengine.brokers.angelone.instruments import AngelInstrument
+from feedengine.brokers.angelone.live import AngelLiveSource
+from feedengine.brokers.angelone.mockserver import (
+    DEFAULT_API_KEY,
+    DEFAULT_CLIENT_CODE,
+    DEFAULT_FEED_TOKEN,
+    DEFAULT_JWT,
+    MockAngel,
+    tick_file_packets,
+)
 from feedengine.brokers.angelone.wire import Mode, encode
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
@@ -21,7 +32,7 @@ from feedengine.replay import ReplaySource
 from feedengine.sessions import DEFAULT_SESSIONS, IST, NS_PER_S
 from feedengine.tables import TableNames
 from feedengine.tickfile import TickWriter, make_meta
-from tests.processes import cli
+from tests.processes import cli, wait_until
 
 INTERVALS = (1, 5, 15)
 #: 2024-01-15 09:10 IST, five minutes before the equity open.
@@ -169,3 +180,57 @@ def test_a_tick_file_of_an_unknown_broker_is_one_line(tmp_path):
     assert proc.returncode != 0
     assert "unknown broker 'upstox' (choose from angelone, kite)" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# --- live against the local Angel server ------------------------------------------------
+
+#: Stream time per wall second: the half-hour session plays in 15 s.
+SPEED = 120
+FAST = {"backoff_first_s": 0.05, "silence_s": 2.0, "ping_interval_s": 0.5}
+
+
+def test_a_live_run_gives_the_candles_of_a_replay_of_its_own_recording(
+    tmp_path, pg_dsn, table_prefix
+):
+    played = write_angel_file(tmp_path / "market.ticks", angel_session(seed=9, ticks=4000))
+    packets, _ = tick_file_packets(played)
+    server = MockAngel(packets, speed=SPEED).start()
+    session = Session(DEFAULT_API_KEY, DEFAULT_CLIENT_CODE, DEFAULT_JWT, DEFAULT_FEED_TOKEN, "r")
+    recording = tmp_path / "recorded.ticks"
+    live = AngelLiveSource(
+        INSTRUMENTS, server.url, session, record=recording, clock=server.stream_clock, **FAST
+    )
+    live_tables = table_prefix.replace("_{interval}", "_live_{interval}")
+    pipeline = Pipeline(
+        CandleEngine(INSTRUMENTS, CandleConfig(intervals=INTERVALS)),
+        PostgresSink(pg_dsn, TableNames(live_tables)),
+    )
+    errors = []
+
+    def stop_when_played():
+        try:
+            assert server.finished.wait(120)
+            sent = server.packets_sent
+            assert wait_until(lambda: live.status[0].messages >= sent)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            pipeline.stop()
+
+    threading.Thread(target=stop_when_played, daemon=True).start()
+    try:
+        summary = pipeline.run(live, live=True, clock=server.stream_clock)
+    finally:
+        server.stop()
+    assert not errors, errors
+    assert summary.ticks > 3000
+    source = ReplaySource(recording)
+    assert source.broker == "angelone"
+    replayed = Pipeline(
+        CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)),
+        PostgresSink(pg_dsn, TableNames(table_prefix)),
+    ).run(source)
+    assert replayed.ticks == summary.ticks
+    got = stored(pg_dsn, live_tables)
+    assert got == stored(pg_dsn, table_prefix)
+    assert len(got) > 150
