@@ -6,7 +6,6 @@ import importlib.util
 import json
 import logging
 import socket
-import struct
 import subprocess
 import sys
 import textwrap
@@ -37,6 +36,7 @@ from feedengine.brokers.angelone.mockserver import (
     tick_file_packets,
 )
 from feedengine.brokers.angelone.stream import AngelStream, shard, token_list
+from feedengine.brokers.angelone.wire import Mode, decode, encode
 from feedengine.errors import AuthError, ConfigError, FeedError, InstrumentsError, StreamError
 from feedengine.tickfile import TickReader
 
@@ -47,7 +47,6 @@ SESSION = Session(DEFAULT_API_KEY, DEFAULT_CLIENT_CODE, DEFAULT_JWT, DEFAULT_FEE
 #: last traded qty, average price, day volume, total buy/sell qty (f64), open, high, low,
 #: close; last traded time, OI, OI change, best five (10 x 20 bytes), circuit limits and
 #: 52-week high/low.
-SNAP = struct.Struct("<BB25sqqq qqqddqqqq qqq 200s qqqq")
 INSTRUMENTS = [
     AngelInstrument("2885", 1, "RELIANCE-EQ", "NSE"),
     AngelInstrument("1594", 1, "INFY-EQ", "NSE"),
@@ -58,11 +57,26 @@ START_NS = 1_750_000_000_000_000_000
 
 def snap_packet(inst, seq, ltp, volume):
     """A SNAP_QUOTE packet as Angel sends one (prices in paise)."""
-    return SNAP.pack(
-        3, inst.exchange_type, inst.token.encode(), seq, 1_750_000_000_000 + seq, ltp,
-        1, ltp, volume, 100.0, 200.0, ltp - 50, ltp + 100, ltp - 100, ltp - 10,
-        1_750_000_000_000 + seq, 0, 0, bytes(200), ltp + 1000, ltp - 1000, ltp + 5000, 1,
-    )  # fmt: skip
+    return encode(
+        {
+            "subscription_mode": Mode.SNAP_QUOTE,
+            "exchange_type": inst.exchange_type,
+            "token": inst.token,
+            "sequence_number": seq,
+            "exchange_timestamp": 1_750_000_000_000 + seq,
+            "last_traded_price": ltp,
+            "last_traded_quantity": 1,
+            "average_traded_price": ltp,
+            "volume_trade_for_the_day": volume,
+            "total_buy_quantity": 100.0,
+            "total_sell_quantity": 200.0,
+            "open_price_of_the_day": ltp - 50,
+            "high_price_of_the_day": ltp + 100,
+            "low_price_of_the_day": ltp - 100,
+            "closed_price": ltp - 10,
+            "last_traded_timestamp": 1_750_000_000_000 + seq,
+        }
+    )
 
 
 def market(instruments=INSTRUMENTS, packets=200_000, step_ns=2_000_000):
@@ -536,13 +550,16 @@ def test_official_smartwebsocketv2_receives_the_same_packets(tmp_path):
     assert [raw for raw, _ in seen] == sent[:30]
     by_key = {i.key: i for i in INSTRUMENTS}
     for raw, theirs in seen:
-        fields = SNAP.unpack(bytes.fromhex(raw))
-        inst = by_key[(fields[1] << 32) | int(theirs["token"])]
+        ours = decode(bytes.fromhex(raw))
+        inst = by_key[(ours["exchange_type"] << 32) | int(theirs["token"])]
         assert theirs["subscription_mode"] == 3 and theirs["exchange_type"] == inst.exchange_type
         assert theirs["token"] == inst.token
-        assert theirs["sequence_number"] == fields[3]
-        assert theirs["exchange_timestamp"] == fields[4]
-        assert theirs["last_traded_price"] == fields[5]
-        assert theirs["volume_trade_for_the_day"] == fields[8]
-        assert theirs["high_price_of_the_day"] == fields[12]
-        assert theirs["low_price_of_the_day"] == fields[13]
+        for name in (
+            "sequence_number",
+            "exchange_timestamp",
+            "last_traded_price",
+            "volume_trade_for_the_day",
+            "high_price_of_the_day",
+            "low_price_of_the_day",
+        ):
+            assert theirs[name] == ours[name], name

@@ -15,7 +15,8 @@ from typing import Any
 
 from feedengine.brokers.angelone.auth import Session
 from feedengine.brokers.angelone.instruments import AngelInstrument
-from feedengine.brokers.angelone.stream import SNAP_QUOTE, AngelStream
+from feedengine.brokers.angelone.stream import AngelStream
+from feedengine.brokers.angelone.wire import Mode
 from feedengine.stream import StreamSource
 from feedengine.tickfile import make_meta
 
@@ -56,7 +57,7 @@ class AngelLiveSource(StreamSource[AngelInstrument]):
         session: Session,
         *,
         record: Path | None = None,
-        mode: int | str = SNAP_QUOTE,
+        mode: int | str = Mode.SNAP_QUOTE,
         clock: Callable[[], int] = time.time_ns,
         **stream_options: Any,
     ) -> None:

@@ -45,15 +45,13 @@ from websockets.http11 import Request, Response
 from feedengine.brokers.angelone.auth import AngelTotp
 from feedengine.brokers.angelone.instruments import EXCHANGES
 from feedengine.brokers.angelone.stream import (
-    LTP,
     MAX_CONNECTIONS,
     MAX_TOKENS_PER_CONNECTION,
     PING,
     PONG,
-    QUOTE,
-    SNAP_QUOTE,
     SUBSCRIBE_ACTION,
 )
+from feedengine.brokers.angelone.wire import PACKET_SIZE, Mode, instrument_key
 from feedengine.tickfile import MAX_PAYLOAD, TickReader
 
 log = logging.getLogger(__name__)
@@ -73,7 +71,7 @@ PROFILE_PATH = "/rest/secure/angelbroking/user/v1/getProfile"
 SCRIP_MASTER_PATH = "/OpenAPI_File/files/OpenAPIScripMaster.json"
 UNSUBSCRIBE_ACTION = 0
 #: Bytes of a packet in each mode: a packet is cut down to a smaller mode, never grown.
-_MODE_LENGTH = {LTP: 51, QUOTE: 123, SNAP_QUOTE: 379}
+_MODE_LENGTH = {int(m): PACKET_SIZE[m] for m in (Mode.LTP, Mode.QUOTE, Mode.SNAP_QUOTE)}
 #: The mock's own error codes (the frame's shape is Angel's; the codes are not claimed).
 ERROR_BAD_REQUEST = "E1001"
 ERROR_BAD_MODE = "E1002"
@@ -531,9 +529,17 @@ def _rest_handler(server: MockAngel) -> type[BaseHTTPRequestHandler]:
 
 
 def packet_key(packet: bytes) -> int:
-    """The instrument key of a packet: byte 1 exchange type, bytes 2..27 the token."""
-    token = packet[2:27].split(b"\0", 1)[0]
-    return (packet[1] << 32) | int(token)
+    """The instrument key of a packet: byte 1 exchange type, bytes 2..27 the token.
+
+    Raises
+    ------
+    ValueError
+        The token is no instrument's.
+    """
+    key = instrument_key(packet[1], packet[2:27].split(b"\0", 1)[0].decode("latin-1"))
+    if key is None:
+        raise ValueError(f"no instrument key in packet {packet[:27]!r}")
+    return key
 
 
 def tick_file_packets(
@@ -550,7 +556,7 @@ def tick_file_packets(
 
     def packets() -> Iterator[tuple[int, bytes, int]]:
         for recv_ns, packet in TickReader(path).messages():
-            if len(packet) >= _MODE_LENGTH[LTP]:
+            if len(packet) >= PACKET_SIZE[Mode.LTP]:
                 with contextlib.suppress(ValueError):  # a recorded oddity: not served
                     yield recv_ns, packet, packet_key(packet)
 

@@ -32,6 +32,7 @@ from websockets.http11 import Response
 
 from feedengine import stream
 from feedengine.brokers.angelone.auth import Session
+from feedengine.brokers.angelone.wire import Mode
 from feedengine.errors import AuthError, StreamError
 from feedengine.stream import BrokerStream
 
@@ -45,8 +46,7 @@ MAX_CONNECTIONS = 3
 MAX_TOKENS_PER_CONNECTION = 1000
 #: Subscription modes (WebSocket 2.0; the SDK's ``LTP_MODE``, ``QUOTE``, ``SNAP_QUOTE``).
 #: DEPTH (4) carries no trade data and is not offered.
-LTP, QUOTE, SNAP_QUOTE = 1, 2, 3
-MODES = {"ltp": LTP, "quote": QUOTE, "snap_quote": SNAP_QUOTE}
+MODES = {m.name.lower(): int(m) for m in (Mode.LTP, Mode.QUOTE, Mode.SNAP_QUOTE)}
 SUBSCRIBE_ACTION = 1
 #: The client's heartbeat: the SDK's ``HEART_BEAT_MESSAGE`` every ``HEART_BEAT_INTERVAL``.
 PING = "ping"
@@ -120,7 +120,7 @@ class AngelStream(BrokerStream):
         keys: list[int],
         on_message: Callable[[int, bytes], None],
         *,
-        mode: int | str = SNAP_QUOTE,
+        mode: int | str = Mode.SNAP_QUOTE,
         silence_s: float = SILENCE_S,
         ping_interval_s: float = PING_INTERVAL_S,
         per_connection: int = MAX_TOKENS_PER_CONNECTION,
