@@ -203,12 +203,6 @@ def test_compiled_faults_equal_the_enum():
     assert len(Fault) == _angelone_wire.NUM_FAULTS
 
 
-def test_ktick_dtype_matches_c_struct():
-    size, offsets = _angelone_wire.struct_layout()["KTick"]
-    assert KTICK_DTYPE.itemsize == size
-    assert {f: KTICK_DTYPE.fields[f][1] for f in KTICK_DTYPE.names} == offsets
-
-
 def test_price_decimals():
     # Angel's WebSocket 2.0 documentation: currencies divide by 10^7, the rest by 100.
     assert wire.PRICE_DECIMALS[ExchangeType.CDE_FO] == 7

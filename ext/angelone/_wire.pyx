@@ -284,23 +284,3 @@ def wire_layout():
         "exchanges": sorted(e for e in range(32) if (EXCHANGES >> e) & 1),
         "max_timestamp_ms": MAX_TIMESTAMP_MS,
     }
-
-
-def struct_layout():
-    """``{struct: (sizeof, {field: offset})}`` as this compiler laid the C structs out."""
-    cdef KTick k
-    cdef char* kb = <char*>&k
-    return {
-        "KTick": (sizeof(KTick), {
-            "recv_ns": <char*>&k.recv_ns - kb,
-            "event_ns": <char*>&k.event_ns - kb,
-            "volume": <char*>&k.volume - kb,
-            "slot": <char*>&k.slot - kb,
-            "price": <char*>&k.price - kb,
-            "day_high": <char*>&k.day_high - kb,
-            "day_low": <char*>&k.day_low - kb,
-            "has_volume": <char*>&k.has_volume - kb,
-            "has_day_range": <char*>&k.has_day_range - kb,
-            "auction": <char*>&k.auction - kb,
-        }),
-    }

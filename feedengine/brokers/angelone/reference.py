@@ -2,7 +2,7 @@
 
 Plain Python, written for clarity: it turns messages into the broker-neutral tick rows
 (``KTICK_DTYPE`` fields, as dicts) with the checks in the order the compiled decoder in
-``ext/angelone_wire.pyx`` makes them, and resolves slots with a plain dict. The tests hold
+``ext/angelone/_wire.pyx`` makes them, and resolves slots with a plain dict. The tests hold
 the compiled decoder to it on random, adversarial and encoded input.
 """
 

@@ -5,7 +5,7 @@ byte 1 the exchange type, 2..27 the token (NUL-padded ASCII), then int64 fields,
 float64, and in SNAP_QUOTE and depth packets arrays of price levels. The layout is defined
 once here, as numpy dtypes of the packets exactly as Angel sends them (:data:`WIRE_DTYPES`);
 the offsets the compiled decoder uses are derived from them, and a test holds
-``ext/angelone_wire.pyx`` to these.
+``ext/angelone/_wire.pyx`` to these.
 
 - :func:`decode` turns one message into a dict with the official SDK's field names
   (``SmartWebSocketV2._parse_binary_data``), prices as integer paise: for display,
@@ -82,7 +82,7 @@ class ExchangeType(IntEnum):
 
 
 class Fault(IntEnum):
-    """Why a message gave no tick row (``Fault`` in ``ext/angelone_wire.pyx``).
+    """Why a message gave no tick row (``Fault`` in ``ext/angelone/_wire.pyx``).
 
     The decoders check in this order and report the first that applies. A depth packet of
     its right length is no fault: it is a valid packet that carries no candle data (like a
@@ -200,7 +200,7 @@ PRICE_DECIMALS: dict[ExchangeType, int] = {
     e: 7 if e == ExchangeType.CDE_FO else 2 for e in ExchangeType
 }
 
-#: The compiled batch decoder (``ext/angelone_wire.pyx``): messages into neutral tick rows.
+#: The compiled batch decoder (``ext/angelone/_wire.pyx``): messages into neutral tick rows.
 decode_records = _wire.decode_records
 
 

@@ -1,4 +1,4 @@
-"""Type stubs of the compiled decoder (ext/wire.pyx)."""
+"""Type stubs of the compiled decoder (ext/kite/_wire.pyx)."""
 
 import numpy as np
 from numpy.typing import NDArray

@@ -1,4 +1,4 @@
-"""The numpy dtype of Kite's fully decoded packet (``Tick`` in ``ext/wire.pyx``).
+"""The numpy dtype of Kite's fully decoded packet (``Tick`` in ``ext/kite/_wire.pyx``).
 
 ``tests/test_dtypes.py`` checks itemsize and every offset against the compiled struct.
 """
