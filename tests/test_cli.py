@@ -274,7 +274,7 @@ def test_env_example_lists_every_setting_and_parses():
     ):
         assert name in values
     read = set()
-    for path in (ROOT / "feedengine").glob("*.py"):
+    for path in (ROOT / "feedengine").rglob("*.py"):
         text = path.read_text()
         read |= {name for name in values if f'"{name}"' in text}
     assert read == set(values), "a variable in .env.example that nothing reads, or vice versa"
