@@ -1,0 +1,1 @@
+"""Broker packages: each broker's wire, sources and simulated-market encoder."""
