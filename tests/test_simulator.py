@@ -1,6 +1,7 @@
 """The market simulator: Kite messages of a synthetic session, written as a tick file."""
 
 import collections
+import hashlib
 import subprocess
 import sys
 import tracemalloc
@@ -11,8 +12,12 @@ import numpy as np
 import pytest
 
 from feedengine import simulator as sim
-from feedengine.brokers.kite import wire
+from feedengine.brokers.kite import simencode, wire
 from feedengine.brokers.kite.segments import DIVISORS, Segment
+from feedengine.market import TICK_DTYPE, Market, windows
+from feedengine.market import universe as market_universe
+from feedengine.market.reference import INDICES, NIFTY50
+from feedengine.market.universe import MAX_LOT
 from feedengine.sessions import IST
 from feedengine.tickfile import TickReader
 
@@ -86,10 +91,10 @@ def test_every_message_decodes_and_equals_wire_encode(session):
         rows, fault = wire.decode_checked(msg, recv_ns)
         assert fault == wire.Fault.NONE
         if len(msg) == 1:
-            assert msg == sim.HEARTBEAT and len(rows) == 0
+            assert msg == simencode.HEARTBEAT and len(rows) == 0
             heartbeats += 1
             continue
-        assert 0 < len(rows) <= sim.MAX_PACKETS
+        assert 0 < len(rows) <= simencode.MAX_PACKETS
         # The simulator's packer writes what feedengine.brokers.kite.wire.encode writes.
         assert wire.encode(rows) == msg
     assert heartbeats > 0
@@ -128,13 +133,134 @@ def test_big_universe():
     tokens = [i["instrument_token"] for i in universe]
     assert len(set(tokens)) == 3000
     kinds = collections.Counter(i["segment"] for i in universe)
-    assert kinds["NSE"] > 2500 and kinds["INDICES"] == len(sim.INDICES)
+    assert kinds["NSE"] > 2500 and kinds["INDICES"] == len(INDICES)
     assert kinds["NFO-FUT"] > 50 and kinds["CDS-FUT"] and kinds["MCX-FUT"] and kinds["NCO-FUT"]
     symbols = [i["tradingsymbol"] for i in universe]
     assert len(set(symbols)) == 3000 and "SYM0001" in symbols
     stock_futures = [i for i in universe if i["segment"] == "NFO-FUT"][3:]
-    assert all(1 <= i["lot_size"] <= sim.MAX_LOT for i in stock_futures)
+    assert all(1 <= i["lot_size"] <= MAX_LOT for i in stock_futures)
     assert len({i["lot_size"] for i in stock_futures}) > 10
+
+
+# --- the neutral market and Kite's encoder ---------------------------------------------
+
+
+def test_kite_packets_are_the_market_ticks():
+    """Every packet is one tick of the market, field for field: the encoder adds nothing."""
+    config = sim.SimConfig(
+        instruments=45, ticks=9_000, indices=4, nfo=3, cds=2, mcx=2, nco=2, mode="mixed", seed=6
+    )
+    frame_ns = config.frame_ms * 10**6
+    chunks = list(windows(Market(config)))
+    assert all(len(w) and w.dtype == TICK_DTYPE for w in chunks)
+    ticks = np.concatenate(chunks)
+    assert (np.diff(ticks["recv_ns"]) >= 0).all()
+    assert ((ticks["recv_ns"] - chunks[0]["recv_ns"][0]) % frame_ns == 0).all()
+    assert (ticks["recv_ns"] > ticks["exchange_ns"]).all()
+    rows = decode_all(list(sim.messages(config)))
+    assert {8, 28, 32, 44, 184} <= set(np.unique(rows["packet_length"]).tolist())
+    tokens = [i["instrument_token"] for i in sim.instruments(config)]
+    instrument = np.searchsorted(np.sort(tokens), rows["instrument_token"])
+    instrument = np.argsort(tokens)[instrument]
+    # Inside a message Kite groups packets by kind: compare in (time, instrument) order.
+    ticks = ticks[np.lexsort((ticks["instrument"], ticks["recv_ns"]))]
+    order = np.lexsort((instrument, rows["recv_ns"]))
+    rows, instrument = rows[order], instrument[order]
+    assert (instrument == ticks["instrument"]).all()
+    assert (rows["recv_ns"] == ticks["recv_ns"]).all()
+    assert (rows["last_price"] == ticks["last_price"]).all()
+    plen = rows["packet_length"]
+    day = plen != 8
+    for name in ("open", "high", "low", "close"):
+        assert (rows[name][day] == ticks[name][day]).all(), name
+    index = np.isin(plen, [28, 32])
+    assert (rows["change"][index] == (ticks["last_price"] - ticks["close"])[index]).all()
+    quote = np.isin(plen, [44, 184])
+    for name in (
+        "last_traded_quantity",
+        "average_traded_price",
+        "volume_traded",
+        "total_buy_quantity",
+        "total_sell_quantity",
+    ):
+        assert (rows[name][quote] == ticks[name][quote]).all(), name
+    stamped = np.isin(plen, [32, 184])
+    assert (rows["exchange_timestamp"][stamped] == ticks["exchange_ns"][stamped] // NS).all()
+    full = plen == 184
+    assert (rows["last_trade_time"][full] == ticks["last_trade_ns"][full] // NS).all()
+    for name in ("oi", "oi_day_high", "oi_day_low"):
+        assert (rows[name][full] == ticks[name][full]).all(), name
+    book = ticks["depth"][full]
+    for side, levels in (("bid", slice(0, 5)), ("ask", slice(5, 10))):
+        assert (rows[f"{side}_quantity"][full] == book["quantity"][:, levels]).all()
+        assert (rows[f"{side}_price"][full] == book["price"][:, levels]).all()
+        assert (rows[f"{side}_orders"][full] == book["orders"][:, levels]).all()
+
+
+def test_price_scale_is_kites_divisor(tmp_path):
+    path = tmp_path / "symbols.txt"
+    path.write_text("INFY\nBSE:TCS\nINDICES:NIFTY BANK\nBFO:SENSEX24JANFUT\nBCD:EURINR24JANFUT\n")
+    for config in (
+        sim.SimConfig(instruments=3000),
+        sim.SimConfig(symbols=sim.read_symbols_file(path)),
+    ):
+        for listing in market_universe(config):
+            segment = simencode.instrument_token(listing) & 0xFF
+            assert listing.scale == DIVISORS[segment], listing
+
+
+@pytest.mark.parametrize(
+    ("config", "digest"),
+    [
+        (
+            sim.SimConfig(
+                instruments=40,
+                ticks=6_000,
+                indices=3,
+                nfo=4,
+                cds=2,
+                mcx=2,
+                nco=2,
+                mode="mixed",
+                seed=21,
+                start=time(9),
+                end=time(10),
+            ),
+            "93ad8b5b857a738a36784e1bf2d0ba88874eea22175bf081972fc8fc5d8e4562",
+        ),
+        (
+            sim.SimConfig(
+                symbols=(
+                    ("NSE", "INFY"),
+                    ("BSE", "TCS"),
+                    ("NSE", "NIFTY 50"),
+                    ("NFO", "BANKNIFTY24JANFUT"),
+                    ("BFO", "SENSEX24JANFUT"),
+                    ("CDS", "USDINR24JANFUT"),
+                    ("BCD", "EURINR24JANFUT"),
+                    ("MCX", "GOLD24FEBFUT"),
+                    ("NCO", "COPPER24JANFUT"),
+                ),
+                ticks=4_000,
+                mode="quote",
+                seed=22,
+                start=time(9, 5),
+                end=time(11),
+                chunk_seconds=20,
+                frame_ms=400,
+            ),
+            "7bbae7763cc755f8d55ed08ab24c0cc6c4b32e1c2d26a5f6da4cb63138406e73",
+        ),
+    ],
+    ids=["mixed", "quote-symbols"],
+)
+def test_messages_are_pinned(config, digest):
+    """The messages of the simulator before the market and Kite's encoder were split."""
+    h = hashlib.sha256()
+    for recv_ns, msg in sim.messages(config):
+        h.update(recv_ns.to_bytes(8, "little"))
+        h.update(msg)
+    assert h.hexdigest() == digest
 
 
 # --- time -------------------------------------------------------------------------------
@@ -507,7 +633,7 @@ def test_config_errors(kwargs, message):
 def test_oversized_frames_are_split(monkeypatch):
     config = sim.SimConfig(instruments=200, ticks=200_000, start=time(10), end=time(10, 5))
     expected = decode_all(list(sim.messages(config)))
-    monkeypatch.setattr(sim, "MAX_PACKETS", 7)
+    monkeypatch.setattr(simencode, "MAX_PACKETS", 7)
     msgs = list(sim.messages(config))
     assert max(m[0] << 8 | m[1] for _, m in msgs if len(m) > 1) == 7
     rows = decode_all(msgs)
@@ -539,7 +665,7 @@ def test_writer_errors_propagate(monkeypatch, tmp_path):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(sim, "_generate", broken)
+    monkeypatch.setattr(Market, "ticks", broken)
     with pytest.raises(RuntimeError, match="boom"):
         sim.simulate(tmp_path / "x.ticks", sim.SimConfig(instruments=5, ticks=100))
 
@@ -651,7 +777,7 @@ def test_sample_file_is_current():
     assert sample.stat().st_size < 5 * 10**6
     assert list(reader.messages()) == list(sim.messages(config))
     names = [i["tradingsymbol"] for i in reader.instruments]
-    assert names[:45] == [name for name, _ in sim.NIFTY50[:45]]
+    assert names[:45] == [name for name, _ in NIFTY50[:45]]
     assert names[45:] == ["NIFTY 50", "NIFTY BANK"]
 
 
@@ -661,4 +787,4 @@ def test_instruments_sample_names_the_sample_file():
         for line in (ROOT / "instruments_sample.txt").read_text().splitlines()
         if line and not line.startswith("#")
     ]
-    assert listed == [name for name, _ in sim.NIFTY50[:45]]
+    assert listed == [name for name, _ in NIFTY50[:45]]
