@@ -393,7 +393,7 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
         chosen = resolve(wanted, available, where, args.skip_unknown) if wanted else available
         return Run(replay, chosen, "replay", live=False)
     if args.simulate:
-        sim = simulated_source(wanted, config, args.record)
+        sim = simulated_source(wanted, config, args.record, broker_of(args, config))
         return Run(sim, sim.instruments, "simulate", live=True, clock=sim.clock)
     if broker_of(args, config) == brokers.ANGELONE.name:
         return angel_run(args, config, wanted)
@@ -412,17 +412,23 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
 
 
 def simulated_source(
-    wanted: list[str] | None, config: Config, record: Path | None
+    wanted: list[str] | None, config: Config, record: Path | None, broker: str
 ) -> SimulatedSource:
-    """The simulated market of the symbols asked for (default: the simulator's universe)."""
+    """The simulated market of the symbols asked for (default: the simulator's universe),
+    as ``broker``'s feed. The market names instruments as Kite does (``NSE:RELIANCE``);
+    Angel One's ``-EQ`` series name is taken for its equity."""
     try:
-        symbols = tuple(dict.fromkeys(parse_symbol(s) for s in wanted)) if wanted else None
+        symbols = (
+            tuple(dict.fromkeys((e, s.removesuffix("-EQ")) for e, s in map(parse_symbol, wanted)))
+            if wanted
+            else None
+        )
         universe = sim_instruments(SimConfig(symbols=symbols))
     except SimConfigError as e:
         raise UsageError(f"--simulate: {e}") from None
     sessions = config.sessions or CandleConfig().sessions
     opened = {sessions[i.market] for i in map(KiteInstrument.from_dict, universe)}
-    return SimulatedSource(simulated_day(symbols, list(opened)), record=record)
+    return SimulatedSource(simulated_day(symbols, list(opened)), record=record, broker=broker)
 
 
 def reconcile_instruments(

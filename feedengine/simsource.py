@@ -8,6 +8,7 @@ demo at midnight shows ticks and candles within seconds too. Nothing is kept but
 flight: memory stays flat however long it runs.
 """
 
+import importlib
 import logging
 import threading
 import time
@@ -16,12 +17,11 @@ from datetime import datetime
 from datetime import time as dtime
 from pathlib import Path
 
-from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine import brokers
+from feedengine.instruments import Instrument
 from feedengine.recording import Recorder
 from feedengine.sessions import IST, NS_PER_S, Session
 from feedengine.simulator import SimConfig
-from feedengine.simulator import instruments as sim_instruments
-from feedengine.simulator import messages as sim_messages
 from feedengine.source import MessageBatch
 from feedengine.tickfile import make_meta
 
@@ -73,19 +73,28 @@ class SimulatedSource:
         Pace relative to real time.
     record
         Tick file to record every message to, or None (see :class:`Recorder`).
+    broker
+        Whose messages: the broker's encoder of the same market
+        (``feedengine.brokers.<broker>.simencode``).
     """
 
     name = "simulated market"
-    broker = "kite"
 
-    def __init__(self, config: SimConfig, speed: float = 1.0, record: Path | None = None) -> None:
+    def __init__(
+        self,
+        config: SimConfig,
+        speed: float = 1.0,
+        record: Path | None = None,
+        broker: str = brokers.DEFAULT_BROKER,
+    ) -> None:
         self.config = config
         self.speed = speed
-        self._instruments = [KiteInstrument.from_dict(d) for d in sim_instruments(config)]
+        self.broker = broker
+        self._encoding = importlib.import_module(f"feedengine.brokers.{broker}.simencode")
+        entries = self._encoding.instruments(config)
+        self._instruments = [brokers.get(broker).instrument_from_dict(d) for d in entries]
         self.recorder = (
-            None
-            if record is None
-            else Recorder(record, make_meta("kite", [i.to_dict() for i in self._instruments]))
+            None if record is None else Recorder(record, make_meta(broker, entries, broker=broker))
         )
         self._stop = threading.Event()
         self._start_ns = int(datetime.combine(config.date, config.start, IST).timestamp()) * (
@@ -94,7 +103,7 @@ class SimulatedSource:
         self._origin_wall: int | None = None
 
     @property
-    def instruments(self) -> list[KiteInstrument]:
+    def instruments(self) -> list[Instrument]:
         return self._instruments
 
     @property
@@ -132,7 +141,7 @@ class SimulatedSource:
             self.recorder.close()
 
     def batches(self) -> Iterator[MessageBatch]:
-        stream = sim_messages(self.config)
+        stream = self._encoding.messages(self.config)
         pending = next(stream, None)
         while pending is not None and not self._stop.is_set():
             now = self.clock()

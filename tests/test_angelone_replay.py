@@ -5,13 +5,16 @@ its meta; the replay takes the broker, the decoder and the instruments from it. 
 expected candles come from the plain-Python Angel decoder and the reference aggregator.
 """
 
+import signal
 import threading
 from datetime import datetime
+from datetime import time as dtime
 
 import numpy as np
 import psycopg
 
 from feedengine.brokers.angelone import reference as angel_ref
+from feedengine.brokers.angelone import simencode as angel_sim
 from feedengine.brokers.angelone.auth import Session
 from feedengine.brokers.angelone.instruments import AngelInstrument
 from feedengine.brokers.angelone.live import AngelLiveSource
@@ -30,9 +33,12 @@ from feedengine.pipeline import Pipeline
 from feedengine.reference import candles as ref_candles
 from feedengine.replay import ReplaySource
 from feedengine.sessions import DEFAULT_SESSIONS, IST, NS_PER_S
+from feedengine.simulator import SimConfig, simulate
+from feedengine.sink import MemorySink
 from feedengine.tables import TableNames
-from feedengine.tickfile import TickWriter, make_meta
-from tests.processes import cli, wait_until
+from feedengine.tickfile import TickReader, TickWriter, make_meta
+from tests.processes import Service, clean_env, cli, wait_until
+from tests.test_cli import ticks_recorded
 
 INTERVALS = (1, 5, 15)
 #: 2024-01-15 09:10 IST, five minutes before the equity open.
@@ -234,3 +240,64 @@ def test_a_live_run_gives_the_candles_of_a_replay_of_its_own_recording(
     got = stored(pg_dsn, live_tables)
     assert got == stored(pg_dsn, table_prefix)
     assert len(got) > 150
+
+
+# --- one market, two brokers -------------------------------------------------------------
+
+
+def test_the_same_market_makes_the_same_candles_through_either_broker(tmp_path):
+    """The simulator's market encoded as Kite's feed and as Angel One's: both replays give
+    the same candles (names aside: Angel's NSE equities end in -EQ)."""
+    config = SimConfig(instruments=40, ticks=30_000, start=dtime(9, 15), end=dtime(9, 45), seed=3)
+    kite_file = tmp_path / "kite.ticks"
+    simulate(kite_file, config)
+    angel_file = tmp_path / "angel.ticks"
+    with TickWriter(angel_file, angel_sim.sim_meta(config)) as w:
+        for recv_ns, message in angel_sim.messages(config):
+            w.write(recv_ns, message)
+    got = {}
+    for path in (kite_file, angel_file):
+        source = ReplaySource(path)
+        sink = MemorySink()
+        Pipeline(CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)), sink).run(
+            source
+        )
+        got[source.broker] = {
+            (m, exchange, symbol.removesuffix("-EQ"), start): values
+            for (m, symbol, exchange, start), values in sink.candles.items()
+        }
+    served = {(exchange, symbol) for _, exchange, symbol, _ in got["angelone"]}
+    kite = {k: v for k, v in got["kite"].items() if (k[1], k[2]) in served}
+    assert len(served) >= 30 and len(kite) > 1000
+    assert got["angelone"] == kite
+
+
+def test_simulate_angel_one_record_then_replay(tmp_path):
+    """``--simulate --broker angelone`` at any hour: Angel's packets, recorded with Angel's
+    meta, and the recording replays."""
+    record = tmp_path / "sim.ticks"
+    service = Service(
+        "--simulate",
+        "--broker",
+        "angelone",
+        "--symbols",
+        "NSE:RELIANCE-EQ",
+        "INFY",
+        "MCX:CRUDEOIL",
+        "--record",
+        record,
+        "--csv",
+        tmp_path / "c.csv",
+        "--no-mqtt",
+        env=clean_env(tmp_path),
+    )
+    service.wait_for_line(f"recording every message to {record}")
+    assert wait_until(lambda: ticks_recorded(record) >= 3), service.stderr
+    service.send(signal.SIGINT)
+    assert service.finish() == 0, service.stderr
+    reader = TickReader(record)
+    assert reader.meta["broker"] == "angelone"
+    assert {i["tradingsymbol"] for i in reader.instruments} >= {"RELIANCE-EQ", "INFY-EQ"}
+    replay = cli("--replay", record, "--csv", tmp_path / "r.csv", home=tmp_path)
+    assert replay.returncode == 0, replay.stderr
+    assert "ticks decoded      0" not in replay.stdout
