@@ -23,6 +23,8 @@ from feedengine.brokers.angelone.mockserver import (
     DEFAULT_CLIENT_CODE,
     DEFAULT_FEED_TOKEN,
     DEFAULT_JWT,
+    DEFAULT_PIN,
+    DEFAULT_TOTP_SECRET,
     MockAngel,
     tick_file_packets,
 )
@@ -301,3 +303,36 @@ def test_simulate_angel_one_record_then_replay(tmp_path):
     replay = cli("--replay", record, "--csv", tmp_path / "r.csv", home=tmp_path)
     assert replay.returncode == 0, replay.stderr
     assert "ticks decoded      0" not in replay.stdout
+
+
+def test_test_broker_logs_in_and_streams_through_the_command_line(tmp_path):
+    """``--broker angelone --test-broker`` against the local Angel server: the SDK's login,
+    the scrip master it serves, a tick of a named instrument; a wrong PIN is one line."""
+    played = write_angel_file(tmp_path / "m.ticks", angel_session(seed=10, ticks=3000))
+    packets, rows = tick_file_packets(played)
+    server = MockAngel(packets, scrip_master=rows, speed=SPEED).start()
+    env = {
+        "ANGEL_API_KEY": DEFAULT_API_KEY,
+        "ANGEL_CLIENT_CODE": DEFAULT_CLIENT_CODE,
+        "ANGEL_PIN": DEFAULT_PIN,
+        "ANGEL_TOTP_SECRET": DEFAULT_TOTP_SECRET,
+        "ANGEL_WS_URL": server.url,
+        "ANGEL_API_ROOT": server.root,
+        "ANGEL_SCRIP_MASTER_URL": server.scrip_master_url,
+    }
+    try:
+        ok = cli(
+            "--broker", "angelone", "--test-broker", "--symbols", "TCS", env=env, home=tmp_path
+        )
+        refused = cli(
+            "--broker", "angelone", "--test-broker", env={**env, "ANGEL_PIN": "0000"},
+            home=tmp_path,
+        )  # fmt: skip
+    finally:
+        server.stop()
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.splitlines()[0] == f"1/3 credentials ok: client {DEFAULT_CLIENT_CODE}"
+    assert ok.stdout.splitlines()[1] == f"2/3 scrip master: {len(INSTRUMENTS)} instruments"
+    assert ok.stdout.splitlines()[2].startswith("3/3 stream ok: 1 instruments, ticks arrived")
+    assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
