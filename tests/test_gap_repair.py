@@ -93,7 +93,13 @@ def test_a_three_minute_outage_is_repaired_from_kites_candles(pg_dsn, table_pref
         grace_s=config.grace_s,
         clock=server.stream_clock,
     )
-    pipeline.on_gap = historian.repair_gap
+    gaps = []
+
+    def on_gap(gap):
+        gaps.append(gap)
+        historian.repair_gap(gap)
+
+    pipeline.on_gap = on_gap
     outage = {}
     errors = []
 
@@ -123,6 +129,12 @@ def test_a_three_minute_outage_is_repaired_from_kites_candles(pg_dsn, table_pref
         pipeline.run(live, live=True, clock=server.stream_clock)
         historian.stop()
         assert not errors, errors
+        # The outage as the stream saw it: from its last message before the stall (frames
+        # in flight when the stall was injected still arrive on a busy machine) to its first
+        # after the reconnect.
+        [lost] = [g for g in gaps if g.reason == "a connection received nothing"]
+        assert lost.end_ns - lost.start_ns >= OUTAGE_MIN * NS_PER_MIN // 2
+        outage = {"from": lost.start_ns, "to": lost.end_ns}
         check_no_empty_bucket(server, pg_dsn, table_prefix, instruments, outage)
     finally:
         historian.stop()
