@@ -34,6 +34,8 @@ DEFAULT_HEARTBEAT_S = 30.0
 #: Kite's candles of a session are final a little after it closes (issue 11's default).
 DEFAULT_RECONCILE_AFTER_CLOSE = 15.0
 DEFAULT_WS_URL = "wss://ws.kite.trade"
+#: Metrics are for this machine's Prometheus unless METRICS_ADDR says otherwise.
+DEFAULT_METRICS_ADDR = "127.0.0.1"
 
 
 def _bool(name: str, text: str) -> bool:
@@ -94,6 +96,9 @@ class Config:
     mqtt_use_tls: bool = False
     mqtt_topic_prefix: str = "feedengine"
     service_id: str = field(default_factory=socket.gethostname)
+    #: Serve Prometheus metrics on this port (0: any free one); None: no metrics.
+    metrics_port: int | None = None
+    metrics_addr: str = DEFAULT_METRICS_ADDR
 
     @property
     def table_names(self) -> TableNames:
@@ -155,6 +160,7 @@ class Config:
         broker = brokers.get(get("BROKER") or brokers.DEFAULT_BROKER).name
         port = get("MQTT_PORT")
         tls = _bool("MQTT_USE_TLS", get("MQTT_USE_TLS") or "false")
+        metrics_port = get("METRICS_PORT")
         return cls(
             home=Path(get("FEEDENGINE_HOME") or DEFAULT_HOME).expanduser(),
             broker=broker,
@@ -187,6 +193,10 @@ class Config:
             mqtt_use_tls=tls,
             mqtt_topic_prefix=get("MQTT_TOPIC_PREFIX") or "feedengine",
             service_id=get("SERVICE_ID") or socket.gethostname(),
+            metrics_port=(
+                int(_number("METRICS_PORT", metrics_port, 0, 65535)) if metrics_port else None
+            ),
+            metrics_addr=get("METRICS_ADDR") or DEFAULT_METRICS_ADDR,
         )
 
     def tables(self, intervals: tuple[int, ...] | None = None) -> dict[int, str]:

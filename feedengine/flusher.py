@@ -80,6 +80,9 @@ class Flusher:
         self.rows_by_interval = dict.fromkeys(intervals, 0)
         self.flushes = 0
         self.failures = 0
+        #: Called on this thread after each committed block with ``(seconds the write took,
+        #: its records)``: the metrics' histograms (per flush, never per tick).
+        self.on_flushed: Callable[[float, np.ndarray], None] | None = None
         #: Whether the sink took the last write, or opened when none was tried yet (the
         #: heartbeat's "database ok").
         self.sink_ok = sink_ok
@@ -140,12 +143,13 @@ class Flusher:
             assert self.spill is not None
             self.spill.append(records)  # behind the older rows, to keep their order
             return
+        started = time.perf_counter()
         try:
             self.sink.write(records)
         except (SinkUnavailable, SinkDataError) as e:
             self._spill(records, e)
             return
-        self._count(records)
+        self._flushed(records, started)
         self.sink_ok = True
         log.debug("flushed %d candle rows", len(records))
 
@@ -168,8 +172,14 @@ class Flusher:
         self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
 
     def _write(self, records: np.ndarray) -> None:
+        started = time.perf_counter()
         self.sink.write(records)
+        self._flushed(records, started)
+
+    def _flushed(self, records: np.ndarray, started: float) -> None:
         self._count(records)
+        if self.on_flushed is not None:
+            self.on_flushed(time.perf_counter() - started, records)
 
     def _drain_spill(self) -> None:
         assert self.spill is not None

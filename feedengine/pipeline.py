@@ -132,6 +132,8 @@ class Pipeline:
         self.staleness = Staleness()
         self._last_tick_wall: float | None = None
         self._decoder: Decoder | None = None
+        #: Handed to the flusher (:attr:`Flusher.on_flushed`): the metrics' histograms.
+        self.on_flushed: Callable[[float, np.ndarray], None] | None = None
         self._ticks = np.empty(TICK_BUFFER, KTICK_DTYPE)
 
     def stop(self, reason: str | None = None) -> None:
@@ -143,6 +145,17 @@ class Pipeline:
             self._stop_reason = reason
         self.stop_event.set()
 
+    @property
+    def decoder(self) -> Decoder | None:
+        """The running source's decoder (None before :meth:`run`): its fault counts."""
+        return self._decoder
+
+    @property
+    def seconds_since_last_tick(self) -> float | None:
+        """Since the last decoded tick (None before the first)."""
+        last = self._last_tick_wall
+        return None if last is None else time.time() - last
+
     def status(self) -> dict[str, Any]:
         """Counters for the heartbeat and the status line (any thread).
 
@@ -153,7 +166,7 @@ class Pipeline:
         """
         flusher = self.flusher
         engine = self.engine
-        lag = None if self._last_tick_wall is None else time.time() - self._last_tick_wall
+        lag = self.seconds_since_last_tick
         connections = getattr(self._source, "status", [])
         return {
             "state": self.state,
@@ -209,6 +222,7 @@ class Pipeline:
             retry_first_s=self.retry_first_s,
             sink_ok=sink_ok,
         )
+        flusher.on_flushed = self.on_flushed
         if self.checkpoint is not None and self.checkpoint.exists():
             if engine.load_checkpoint(self.checkpoint, source.resume):
                 log.info("resumed open candles from checkpoint %s", self.checkpoint)

@@ -27,6 +27,7 @@ from feedengine.heartbeat import Monitor, MqttPublisher
 from feedengine.historian import WEEKEND, Historian
 from feedengine.home import HomeLock
 from feedengine.instruments import Instrument
+from feedengine.metrics import EngineCollector, FlushTimes, MetricsServer
 from feedengine.pipeline import Pipeline
 from feedengine.progress import replay_progress
 from feedengine.reconcile import CandleHistory, reconcile
@@ -219,6 +220,13 @@ def run_service(
                 status["history"] = historian.status()
             return status
 
+        metrics = None
+        if config.metrics_port is not None:
+            flush_times = FlushTimes(config.grace_s, run.clock if run.live else None)
+            pipeline.on_flushed = flush_times
+            collector = EngineCollector(pipeline, run.source, flush_times, historian)
+            metrics = MetricsServer(config.metrics_addr, config.metrics_port, collector)
+            metrics.start()  # a port in use: UsageError, before anything else has started
         monitor = Monitor(
             snapshot, config.heartbeat_interval, mqtt_publisher(args, config), config.service_id
         )
@@ -242,6 +250,8 @@ def run_service(
             if historian is not None:
                 historian.stop()
             monitor.stop()
+            if metrics is not None:
+                metrics.stop()
     for line in summary.lines():
         print(line)
     return EXIT_FAILURE if summary.spilled else 0

@@ -35,7 +35,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -72,6 +72,11 @@ BATCH_MESSAGES = 4096
 QUEUE_MESSAGES = 100_000
 
 
+#: Why a connection ended before a reconnect: its socket or handshake failed, it fell silent,
+#: the handshake was refused (not fatally), the opening timed out, or it closed cleanly.
+RECONNECT_REASONS = ("lost", "silent", "refused", "open_timeout", "closed")
+
+
 class _Silent(Exception):
     """No message for ``silence_s``: the connection was aborted (already logged)."""
 
@@ -88,7 +93,11 @@ class ConnectionStatus:
     tokens: int
     state: str = "idle"  # idle | connecting | connected | reconnecting | stopped | failed
     reconnects: int = 0
+    #: Reconnects by why the connection ended (:data:`RECONNECT_REASONS`): the metrics' label.
+    reconnect_reasons: dict[str, int] = field(default_factory=dict)
     messages: int = 0
+    #: Tick packets the binary messages announced (:meth:`BrokerStream.packets`).
+    ticks: int = 0
     last_message_ns: int = 0
 
     def as_dict(self) -> dict[str, int | str | float | None]:
@@ -235,6 +244,14 @@ class BrokerStream(ABC):
 
     # --- the consumer's side ------------------------------------------------------------
 
+    def packets(self, message: bytes) -> int:
+        """The tick packets a binary message carries, from its header (one by default).
+
+        Read per message, never per tick, on the stream's thread: the per-connection tick
+        counts of the metrics.
+        """
+        return 1
+
     def start(self) -> None:
         """Connect in the background; returns at once."""
         self._thread = threading.Thread(target=self._main, name=f"{self.name}-stream", daemon=True)
@@ -299,6 +316,7 @@ class BrokerStream(ABC):
         while not self._stopping.is_set():
             status.state = "connecting" if status.reconnects == 0 else "reconnecting"
             started = time.monotonic()
+            reason = "closed"
             url, headers = self._endpoint(index)
             try:
                 async with connect(
@@ -324,6 +342,7 @@ class BrokerStream(ABC):
                 if refusal is not None:
                     status.state = "failed"
                     raise refusal from None
+                reason = "refused"
                 log.warning(
                     "%s connection %d: handshake refused (HTTP %d)",
                     name,
@@ -331,8 +350,10 @@ class BrokerStream(ABC):
                     e.response.status_code,
                 )
             except _Silent:  # logged, and the socket aborted, when noticed
+                reason = "silent"
                 started = time.monotonic()  # it was up: the backoff counts from its loss
             except TimeoutError:  # only the opening handshake is timed here
+                reason = "open_timeout"
                 log.warning(
                     "%s connection %d: no answer to the WebSocket handshake within %.0f s "
                     "(open timeout)",
@@ -341,6 +362,7 @@ class BrokerStream(ABC):
                     self.open_timeout_s,
                 )
             except (OSError, ConnectionClosed, InvalidHandshake) as e:
+                reason = "lost"
                 log.warning("%s connection %d lost: %s", name, index, e or type(e).__name__)
             except _HandlerFailed:
                 status.state = "failed"
@@ -354,6 +376,7 @@ class BrokerStream(ABC):
             wait = max(0.0, started + delay - time.monotonic())
             attempt += 1
             status.reconnects += 1
+            status.reconnect_reasons[reason] = status.reconnect_reasons.get(reason, 0) + 1
             status.state = "reconnecting"
             log.info("%s connection %d: reconnecting in %.1f s", name, index, wait)
             await asyncio.sleep(wait)
@@ -405,6 +428,7 @@ class BrokerStream(ABC):
             status.last_message_ns = now
             status.messages += 1
             if isinstance(message, bytes):
+                status.ticks += self.packets(message)
                 try:
                     self.on_message(now, message)
                 except Exception as e:  # not a network error: no reconnect can help

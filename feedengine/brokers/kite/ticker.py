@@ -103,6 +103,10 @@ class KiteStream(BrokerStream):
     def _endpoint(self, index: int) -> tuple[str, dict[str, str]]:
         return f"{self.url}?{self._query}", {}
 
+    def packets(self, message: bytes) -> int:
+        """The message header's packet count (a 1-byte heartbeat carries none)."""
+        return int.from_bytes(message[:2], "big") if len(message) > 1 else 0
+
     def _refusal(self, response: Response) -> AuthError | None:
         if response.status_code != HTTP_FORBIDDEN:
             return None
