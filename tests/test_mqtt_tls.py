@@ -112,8 +112,9 @@ def test_heartbeats_status_and_last_will_over_tls_with_a_password(pki, tls_broke
     run = replay(tmp_path, tls_broker, ca, service)
     try:
         assert sub.wait(
-            lambda ms: "running" in sub.statuses()
-            and sum(t.endswith("/heartbeat") for t, _, _ in ms) >= 2
+            lambda ms: (
+                "running" in sub.statuses() and sum(t.endswith("/heartbeat") for t, _, _ in ms) >= 2
+            )
         ), run.stderr
         assert retained(tls_broker, ca, f"feedengine/{service}/status") == "running"
     finally:

@@ -2,15 +2,18 @@
 
 import logging
 import threading
+from datetime import date
 from datetime import time as dtime
 
 import pytest
 
 from feedengine.brokers.kite import wire
+from feedengine.brokers.kite.history import KiteHistory
+from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
 from feedengine.brokers.kite.ticker import KiteStream
 from feedengine.brokers.kite.token import from_file, token_source
-from feedengine.errors import ConfigError
+from feedengine.errors import AuthError, ConfigError
 from feedengine.simulator import SimConfig, simulate
 from tests.processes import Service, clean_env, cli, wait_until
 
@@ -165,3 +168,17 @@ def test_test_broker_says_for_whom_the_token_works_or_that_it_was_refused(server
         "feedengine: error: profile: the access token was refused (expired? Kite's tokens "
         "expire every morning at 6 AM)"
     ]
+
+
+def test_historical_requests_ask_the_token_source_every_time(server, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("day1\n")
+    history = KiteHistory(KEY, from_file(token_file), server.root, backoff_first_s=0.01)
+    instrument = KiteInstrument.from_dict(server.instruments[0])
+    day = date(2024, 1, 15)
+    assert len(history.candles(instrument, 1, day, day)) == 0  # a day not played: no rows
+    server.expire_token("day2")
+    with pytest.raises(AuthError, match="refused the access token for historical data"):
+        history.candles(instrument, 1, day, day)
+    token_file.write_text("day2\n")
+    assert len(history.candles(instrument, 1, day, day)) == 0

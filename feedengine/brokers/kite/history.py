@@ -370,6 +370,7 @@ class KiteHistory:
     # --- one request ------------------------------------------------------------------
 
     def _kite(self) -> KiteConnect:
+        """This thread's client, carrying the token its source gives now."""
         kite: KiteConnect | None = getattr(self._local, "kite", None)
         if kite is None:
             from kiteconnect import KiteConnect
@@ -377,6 +378,7 @@ class KiteHistory:
             kite = self._local.kite = KiteConnect(
                 self.api_key, root=self.root, timeout=self.timeout_s
             )
+        kite.set_access_token(self._token())
         return kite
 
     def _fetch(
@@ -440,9 +442,7 @@ class KiteHistory:
     ) -> list[dict[str, Any]]:
         self.limiter.acquire()
         self.requests = next(self._sent) + 1
-        kite = self._kite()
-        kite.set_access_token(self._token())
-        records: list[dict[str, Any]] = kite.historical_data(
+        records: list[dict[str, Any]] = self._kite().historical_data(
             token, f"{first_day} 00:00:00", f"{last_day} 23:59:59", interval
         )
         return records
