@@ -7,6 +7,7 @@ traceback: modules raise :class:`~feedengine.errors.FeedError` s that carry thei
 """
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -24,6 +25,7 @@ from feedengine.brokers.kite.history import KiteHistory
 from feedengine.brokers.kite.instruments import KiteInstrument, fetch_dump, read_dump
 from feedengine.brokers.kite.live import LiveSource
 from feedengine.brokers.kite.ticker import KiteStream
+from feedengine.brokers.kite.token import TOKEN_NAME, TokenSource, token_source
 from feedengine.candles import CandleConfig, parse_intervals
 from feedengine.config import DEFAULT_RECONCILE_AFTER_CLOSE, Config, load_env_file
 from feedengine.database import PostgresSink, check_database, symbols_from_db
@@ -267,29 +269,30 @@ def wanted_symbols(args: argparse.Namespace, config: Config, db: Database) -> li
     return None
 
 
-def credentials(config: Config) -> tuple[str, str]:
+def credentials(config: Config) -> tuple[str, TokenSource]:
+    """Kite's API key and the source of its access token (read again on a 403)."""
+    source = token_source(
+        config.kite_access_token, config.kite_access_token_file, config.kite_token_env_file
+    )
     missing = [
         n
-        for n, v in (
-            ("KITE_API_KEY", config.kite_api_key),
-            ("KITE_ACCESS_TOKEN", config.kite_access_token),
-        )
+        for n, v in (("KITE_API_KEY", config.kite_api_key), ("KITE_ACCESS_TOKEN", source))
         if not v
     ]
     if missing:
         raise UsageError(
-            f"missing {' and '.join(missing)} (set in the environment or .env; "
-            "or use --replay / --simulate)"
+            f"missing {' and '.join(missing)} (set in the environment or .env, the token "
+            "also by KITE_ACCESS_TOKEN_FILE; or use --replay / --simulate)"
         )
-    assert config.kite_api_key and config.kite_access_token
-    return config.kite_api_key, config.kite_access_token
+    assert config.kite_api_key and source
+    return config.kite_api_key, source
 
 
 def instruments_dump(args: argparse.Namespace, config: Config) -> list[KiteInstrument]:
     if args.instruments_csv:
         return read_dump(args.instruments_csv)
     key, token = credentials(config)
-    return fetch_dump(key, token, config.home, today_ist(), config.kite_api_root)
+    return fetch_dump(key, token(), config.home, today_ist(), config.kite_api_root)
 
 
 def today_ist() -> date:
@@ -303,17 +306,23 @@ def test_broker(args: argparse.Namespace, config: Config) -> int:
     alone prove the connection, not the data (they come when the market is closed too).
     """
     from kiteconnect import KiteConnect
-    from kiteconnect.exceptions import KiteException
+    from kiteconnect.exceptions import KiteException, TokenException
 
     key, token = credentials(config)
-    kite = KiteConnect(key, access_token=token, root=config.kite_api_root)
+    kite = KiteConnect(key, access_token=token(), root=config.kite_api_root)
     try:
         profile = kite.profile()
+    except TokenException:
+        raise BrokerError(
+            "profile: the access token was refused (expired? Kite's tokens expire every "
+            "morning at 6 AM)"
+        ) from None
     except KiteException as e:
         raise BrokerError(f"profile: Kite refused the credentials: {e}") from None
     except OSError as e:
         raise BrokerError(f"profile: cannot reach Kite at {config.kite_api_root}: {e}") from None
-    print(f"1/3 credentials ok: {profile.get('user_id')} ({profile.get('user_name')})")
+    user = f"{profile.get('user_id')} ({profile.get('user_name')})"
+    print(f"1/3 credentials ok: token works for {user}")
     dump = instruments_dump(args, config)
     print(f"2/3 instruments dump: {len(dump):,} instruments")
     wanted = list(args.symbols or []) or None
@@ -489,8 +498,10 @@ def run_reconcile(
 
 
 def run(args: argparse.Namespace) -> int:
-    load_env_file(args.env_file)
+    loaded = load_env_file(args.env_file)
     config = Config.from_env()
+    if TOKEN_NAME in loaded:  # read again from there when Kite refuses it
+        config = dataclasses.replace(config, kite_token_env_file=args.env_file)
     try:
         intervals = tuple(parse_intervals(args.intervals)) if args.intervals else config.intervals
     except ValueError as e:

@@ -47,6 +47,10 @@ def _bool(name: str, text: str) -> bool:
     raise ConfigError(f"{name}={text!r}: expected true or false")
 
 
+def _path(text: str | None) -> Path | None:
+    return None if text is None else Path(text).expanduser()
+
+
 def _check_dsn(dsn: str) -> None:
     """Raise :class:`ConfigError` for a ``PG_CONN_STR`` libpq cannot parse."""
     try:
@@ -84,6 +88,10 @@ class Config:
     reconcile_after_close: float = DEFAULT_RECONCILE_AFTER_CLOSE
     kite_api_key: str | None = None
     kite_access_token: str | None = None
+    kite_access_token_file: Path | None = None
+    #: The ``.env`` file ``KITE_ACCESS_TOKEN`` came from (read again on a 403); None: the
+    #: process's environment, or no token.
+    kite_token_env_file: Path | None = None
     kite_ws_url: str = DEFAULT_WS_URL
     kite_api_root: str = KITE_API_ROOT
     angel: AngelConfig = field(default_factory=AngelConfig)
@@ -94,6 +102,8 @@ class Config:
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_use_tls: bool = False
+    #: With TLS, the CA certificates (PEM) the broker's must be signed by; None: the system's.
+    mqtt_ca_file: str | None = None
     mqtt_topic_prefix: str = "feedengine"
     service_id: str = field(default_factory=socket.gethostname)
     #: Serve Prometheus metrics on this port (0: any free one); None: no metrics.
@@ -161,6 +171,11 @@ class Config:
         port = get("MQTT_PORT")
         tls = _bool("MQTT_USE_TLS", get("MQTT_USE_TLS") or "false")
         metrics_port = get("METRICS_PORT")
+        ca_file = get("MQTT_CA_FILE")
+        if ca_file and not tls:
+            raise ConfigError("MQTT_CA_FILE is set but MQTT_USE_TLS is not true")
+        if get("MQTT_PASSWORD") and not get("MQTT_USERNAME"):
+            raise ConfigError("MQTT_PASSWORD is set but MQTT_USERNAME is not")
         return cls(
             home=Path(get("FEEDENGINE_HOME") or DEFAULT_HOME).expanduser(),
             broker=broker,
@@ -179,6 +194,7 @@ class Config:
             ),
             kite_api_key=get("KITE_API_KEY"),
             kite_access_token=get("KITE_ACCESS_TOKEN"),
+            kite_access_token_file=_path(get("KITE_ACCESS_TOKEN_FILE")),
             kite_ws_url=get("KITE_WS_URL") or DEFAULT_WS_URL,
             kite_api_root=get("KITE_API_ROOT") or KITE_API_ROOT,
             angel=AngelConfig.from_env(e),
@@ -191,6 +207,7 @@ class Config:
             mqtt_username=get("MQTT_USERNAME"),
             mqtt_password=get("MQTT_PASSWORD"),
             mqtt_use_tls=tls,
+            mqtt_ca_file=str(_path(ca_file)) if ca_file else None,
             mqtt_topic_prefix=get("MQTT_TOPIC_PREFIX") or "feedengine",
             service_id=get("SERVICE_ID") or socket.gethostname(),
             metrics_port=(
@@ -204,8 +221,13 @@ class Config:
         return self.table_names.of(intervals or self.intervals)
 
 
-def load_env_file(path: Path) -> None:
+def load_env_file(path: Path) -> set[str]:
     """Add the settings of a ``.env`` file to the environment (never overriding it).
+
+    Returns
+    -------
+    set of str
+        The names the file set (those the environment did not have).
 
     Raises
     ------
@@ -214,9 +236,11 @@ def load_env_file(path: Path) -> None:
         fine).
     """
     if not path.exists():
-        return
+        return set()
     try:
         text = read_text(path, "env file")
     except TextFileError as e:
         raise ConfigError(str(e)) from None
+    before = set(os.environ)
     load_dotenv(stream=io.StringIO(text), override=False)
+    return set(os.environ) - before

@@ -139,6 +139,7 @@ def mqtt_publisher(args: argparse.Namespace, config: Config) -> MqttPublisher | 
         username=config.mqtt_username,
         password=config.mqtt_password,
         tls=config.mqtt_use_tls,
+        ca_file=config.mqtt_ca_file,
         interval_s=config.heartbeat_interval,
     )
 

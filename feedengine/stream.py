@@ -6,8 +6,9 @@ every binary message with its receive time to a callback without touching its pa
 text frames to the broker, treats ``silence_s`` without any message as death (it aborts the
 socket at once: a dead link cannot complete a close handshake), and reconnects with
 exponential backoff and jitter (1 s doubling to 60 s, counted from the failed attempt's
-start), subscribing as before. A refusal the broker calls fatal (a bad or expired
-credential), or the callback raising, stops every connection and is raised in the
+start), subscribing as before. A refused credential the broker has renewed since the
+handshake (Kite's daily token) is tried at once; a refusal the broker calls fatal (a bad
+or expired credential), or the callback raising, stops every connection and is raised in the
 consumer's thread. A broker subclass says only what differs: the address and headers of a
 connection, its subscribe messages, which refusals are fatal, its text frames, and whether
 it must send a text keep-alive.
@@ -238,6 +239,11 @@ class BrokerStream(ABC):
     def _refusal(self, response: Response) -> FeedError | None:
         """The fatal error a refused handshake means (bad credentials), or None: retry."""
 
+    def _renewed(self, index: int, response: Response) -> bool:
+        """Whether connection ``index``'s refused credential has been renewed since its
+        handshake (then it reconnects at once). None can be, unless a broker says so."""
+        return False
+
     @abstractmethod
     def _text(self, index: int, text: str) -> None:
         """A text frame received on connection ``index`` (never a tick)."""
@@ -338,6 +344,9 @@ class BrokerStream(ABC):
                     finally:
                         pinger.cancel()
             except InvalidStatus as e:
+                if self._renewed(index, e.response):  # a new credential: try it at once
+                    status.reconnects += 1
+                    continue
                 refusal = self._refusal(e.response)
                 if refusal is not None:
                     status.state = "failed"

@@ -164,7 +164,7 @@ def test_the_feed_runs_on_without_a_broker(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "ticks decoded      22,105" in out
-    assert "unreachable; the feed runs on" in err
+    assert "unreachable (Connection refused); the feed runs on" in err
 
 
 def test_no_broker_configured_is_said_and_status_line(caplog):

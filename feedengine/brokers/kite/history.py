@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from feedengine.brokers.kite.instruments import KITE_API_ROOT
+from feedengine.brokers.kite.token import TokenSource, constant
 from feedengine.errors import AuthError, HistoryError
 from feedengine.instruments import Instrument
 from feedengine.sessions import (
@@ -280,8 +281,11 @@ class KiteHistory:
 
     Parameters
     ----------
-    api_key, access_token
-        Kite Connect credentials.
+    api_key
+        Kite Connect's API key.
+    access_token
+        The access token, or a token source asked before every request (so a token
+        renewed during the day serves the history too).
     root
         Kite's REST root (``KITE_API_ROOT``; the local Kite server's ``root`` in tests).
     sessions
@@ -297,7 +301,7 @@ class KiteHistory:
     def __init__(
         self,
         api_key: str,
-        access_token: str,
+        access_token: str | TokenSource,
         root: str | None = None,
         *,
         sessions: Mapping[str, Session] | None = None,
@@ -308,7 +312,7 @@ class KiteHistory:
         backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
         self.api_key = api_key
-        self.access_token = access_token
+        self._token = access_token if callable(access_token) else constant(access_token)
         self.root = root or KITE_API_ROOT
         self.sessions = sessions or DEFAULT_SESSIONS
         self.limiter = limiter or shared_limiter()
@@ -366,13 +370,15 @@ class KiteHistory:
     # --- one request ------------------------------------------------------------------
 
     def _kite(self) -> KiteConnect:
+        """This thread's client, carrying the token its source gives now."""
         kite: KiteConnect | None = getattr(self._local, "kite", None)
         if kite is None:
             from kiteconnect import KiteConnect
 
             kite = self._local.kite = KiteConnect(
-                self.api_key, access_token=self.access_token, root=self.root, timeout=self.timeout_s
+                self.api_key, root=self.root, timeout=self.timeout_s
             )
+        kite.set_access_token(self._token())
         return kite
 
     def _fetch(

@@ -13,6 +13,7 @@ from typing import Any
 
 from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.brokers.kite.ticker import KiteStream
+from feedengine.brokers.kite.token import TokenSource
 from feedengine.stream import StreamSource
 from feedengine.tickfile import make_meta
 
@@ -24,8 +25,10 @@ class LiveSource(StreamSource[KiteInstrument]):
     ----------
     instruments
         What to subscribe (sharded over up to 3 connections).
-    url, api_key, access_token
-        ``KITE_WS_URL`` and the credentials.
+    url, api_key
+        ``KITE_WS_URL`` and the API key.
+    access_token
+        The access token or its source (see :class:`~feedengine.brokers.kite.ticker.KiteStream`).
     record
         Tick file to record every binary message to, as it arrives on the socket, or None.
         If it cannot be written, recording stops and the feed goes on.
@@ -46,7 +49,7 @@ class LiveSource(StreamSource[KiteInstrument]):
         instruments: list[KiteInstrument],
         url: str,
         api_key: str,
-        access_token: str,
+        access_token: str | TokenSource,
         *,
         record: Path | None = None,
         mode: str = "full",

@@ -265,6 +265,15 @@ class MockKite:
         assert self._loop is not None
         asyncio.run_coroutine_threadsafe(self._inject(fault, seconds), self._loop).result()
 
+    def expire_token(self, new_token: str) -> None:
+        """Accept only ``new_token`` from now on, on both the WebSocket and REST (the
+        daily expiry); connected clients stay until dropped (``inject("drop")``)."""
+
+        def set_token() -> None:
+            self.access_token = new_token
+
+        self._on_loop(set_token)
+
     def inject_history(
         self, count: int = 1, *, status: int | None = 503, delay_s: float = 0.0
     ) -> None:

@@ -4,8 +4,11 @@
 their own, a liveness watchdog, reconnects with backoff; see :mod:`feedengine.stream`) that
 speaks Kite's protocol: credentials in the query string, ``subscribe`` and ``mode``
 messages, a 1-byte heartbeat about every second (so 10 s of silence means death), JSON text
-frames for errors and order updates. An authentication failure (HTTP 403) is fatal: it
-stops every connection and is raised in the consumer's thread. SPEC section 6.
+frames for errors and order updates. On an authentication failure (HTTP 403) the stream
+asks its token source (:mod:`feedengine.brokers.kite.token`) for the current token: a new
+one (the operator renewed the daily token) is used at once, on every connection; the same
+one is fatal: it stops every connection and is raised in the consumer's thread. SPEC
+section 6.
 """
 
 import logging
@@ -18,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.http11 import Response
 
 from feedengine import stream
+from feedengine.brokers.kite.token import TokenSource, constant
 from feedengine.errors import AuthError, StreamError
 from feedengine.stream import BrokerStream, ConnectionStatus
 
@@ -57,8 +61,11 @@ class KiteStream(BrokerStream):
     ----------
     url
         WebSocket root, e.g. ``wss://ws.kite.trade`` (``KITE_WS_URL``).
-    api_key, access_token
-        Kite credentials.
+    api_key
+        Kite's API key.
+    access_token
+        The access token, or a token source asked for the current one when Kite refuses
+        it (see :mod:`feedengine.brokers.kite.token`).
     tokens
         Instrument tokens; sharded over connections automatically.
     on_message
@@ -84,7 +91,7 @@ class KiteStream(BrokerStream):
         self,
         url: str,
         api_key: str,
-        access_token: str,
+        access_token: str | TokenSource,
         tokens: list[int],
         on_message: Callable[[int, bytes], None],
         *,
@@ -96,12 +103,29 @@ class KiteStream(BrokerStream):
         if mode not in MODES:
             raise StreamError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
         self.url = url.rstrip("/")
-        self._query = urlencode({"api_key": api_key, "access_token": access_token})
+        self.api_key = api_key
+        self._source = access_token if callable(access_token) else constant(access_token)
+        self._token = self._source()
+        #: The token each connection's latest handshake carried (the stream's thread only).
+        self._sent: dict[int, str] = {}
         self.mode = mode
         super().__init__(shard(tokens, per_connection), on_message, silence_s=silence_s, **options)
 
     def _endpoint(self, index: int) -> tuple[str, dict[str, str]]:
-        return f"{self.url}?{self._query}", {}
+        self._sent[index] = self._token
+        query = urlencode({"api_key": self.api_key, "access_token": self._token})
+        return f"{self.url}?{query}", {}
+
+    def _renewed(self, index: int, response: Response) -> bool:
+        if response.status_code != HTTP_FORBIDDEN:
+            return False
+        current = self._source()
+        if current == self._sent.get(index):
+            return False
+        if current != self._token:  # the first connection to notice says so
+            self._token = current
+            log.warning("kite: the access token was renewed; reconnecting with the new one")
+        return True
 
     def packets(self, message: bytes) -> int:
         """The message header's packet count (a 1-byte heartbeat carries none)."""
@@ -111,8 +135,9 @@ class KiteStream(BrokerStream):
         if response.status_code != HTTP_FORBIDDEN:
             return None
         return AuthError(
-            "Kite refused the API key or access token (HTTP 403): "
-            "the access token is invalid or expired"
+            "Kite refused the API key or access token (HTTP 403), and reading the token "
+            "again gave the same one: it is invalid or expired (Kite's tokens expire every "
+            "morning at 6 AM); renew KITE_ACCESS_TOKEN"
         )
 
     async def _subscribe(self, ws: ClientConnection, index: int, tokens: list[int]) -> None:
