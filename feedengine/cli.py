@@ -12,27 +12,20 @@ import logging
 import os
 import sys
 import tempfile
-import threading
-import time as _time
 import traceback
 from datetime import date, datetime
 from pathlib import Path
 from typing import NoReturn
 
 from feedengine import __version__, brokers
-from feedengine.brokers.kite import wire
-from feedengine.brokers.kite.history import KiteHistory
-from feedengine.brokers.kite.instruments import KiteInstrument, fetch_dump, read_dump
-from feedengine.brokers.kite.live import LiveSource
-from feedengine.brokers.kite.ticker import KiteStream
-from feedengine.brokers.kite.token import TOKEN_NAME, TokenSource, token_source
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.token import TOKEN_NAME
 from feedengine.candles import CandleConfig, parse_intervals
 from feedengine.config import DEFAULT_RECONCILE_AFTER_CLOSE, Config, load_env_file
 from feedengine.database import PostgresSink, check_database, symbols_from_db
 from feedengine.errors import (
     EXIT_FAILURE,
     EXIT_USAGE,
-    BrokerError,
     FeedError,
     HistoryError,
     InstrumentsError,
@@ -49,8 +42,6 @@ from feedengine.simulator import instruments as sim_instruments
 
 log = logging.getLogger("feedengine")
 
-#: How long --test-broker waits for the first streamed message.
-TEST_STREAM_S = 10.0
 #: Most previous days --backfill loads: Kite serves minute candles a few years back, but
 #: a longer warm start belongs in a --reconcile run of its own.
 MAX_BACKFILL_DAYS = 60
@@ -269,90 +260,22 @@ def wanted_symbols(args: argparse.Namespace, config: Config, db: Database) -> li
     return None
 
 
-def credentials(config: Config) -> tuple[str, TokenSource]:
-    """Kite's API key and the source of its access token (read again on a 403)."""
-    source = token_source(
-        config.kite_access_token, config.kite_access_token_file, config.kite_token_env_file
-    )
-    missing = [
-        n
-        for n, v in (("KITE_API_KEY", config.kite_api_key), ("KITE_ACCESS_TOKEN", source))
-        if not v
-    ]
-    if missing:
-        raise UsageError(
-            f"missing {' and '.join(missing)} (set in the environment or .env, the token "
-            "also by KITE_ACCESS_TOKEN_FILE; or use --replay / --simulate)"
-        )
-    assert config.kite_api_key and source
-    return config.kite_api_key, source
-
-
-def instruments_dump(args: argparse.Namespace, config: Config) -> list[KiteInstrument]:
-    if args.instruments_csv:
-        return read_dump(args.instruments_csv)
-    key, token = credentials(config)
-    return fetch_dump(key, token(), config.home, today_ist(), config.kite_api_root)
-
-
 def today_ist() -> date:
     return datetime.now(IST).date()
 
 
-def test_broker(args: argparse.Namespace, config: Config) -> int:
-    """``--test-broker``: profile, instruments dump and a short stream, step by step.
-
-    The stream passes only when a tick of a subscribed token arrives: Kite's heartbeats
-    alone prove the connection, not the data (they come when the market is closed too).
-    """
-    from kiteconnect import KiteConnect
-    from kiteconnect.exceptions import KiteException, TokenException
-
-    key, token = credentials(config)
-    kite = KiteConnect(key, access_token=token(), root=config.kite_api_root)
-    try:
-        profile = kite.profile()
-    except TokenException:
-        raise BrokerError(
-            "profile: the access token was refused (expired? Kite's tokens expire every "
-            "morning at 6 AM)"
-        ) from None
-    except KiteException as e:
-        raise BrokerError(f"profile: Kite refused the credentials: {e}") from None
-    except OSError as e:
-        raise BrokerError(f"profile: cannot reach Kite at {config.kite_api_root}: {e}") from None
-    user = f"{profile.get('user_id')} ({profile.get('user_name')})"
-    print(f"1/3 credentials ok: token works for {user}")
-    dump = instruments_dump(args, config)
-    print(f"2/3 instruments dump: {len(dump):,} instruments")
+def test_broker(args: argparse.Namespace, config: Config) -> list[str]:
+    """``--test-broker``: the broker's login, instruments and a short stream, step by step."""
     wanted = list(args.symbols or []) or None
-    chosen = resolve(wanted, dump, "the instruments dump") if wanted else dump[:3]
-    subscribed = {i.instrument_token for i in chosen}
-    messages: list[int] = []
-    ticked = threading.Event()
+    if broker_of(args, config) == brokers.ANGELONE.name:
+        from feedengine.brokers.angelone import connect as angel  # the SDK only for Angel
 
-    def on_message(_recv_ns: int, message: bytes) -> None:
-        messages.append(len(message))
-        if len(message) > 1 and not subscribed.isdisjoint(
-            wire.decode(message)["instrument_token"].tolist()
-        ):
-            ticked.set()
+        scrips = angel.instruments(config.angel, config.home, today_ist(), args.scrip_master)
+        return angel.test_broker(config.angel, scrips, wanted)
+    from feedengine.brokers.kite import connect as kite  # the REST client only here
 
-    stream = KiteStream(config.kite_ws_url, key, token, sorted(subscribed), on_message)
-    stream.start()
-    deadline = _time.monotonic() + TEST_STREAM_S
-    while not ticked.wait(0.1) and stream.alive and _time.monotonic() < deadline:
-        pass
-    stream.stop()
-    stream.check()
-    if not ticked.is_set():
-        heard = f"{len(messages)} messages, none with one" if messages else "no message at all"
-        raise BrokerError(
-            f"stream: connected to {config.kite_ws_url} but no tick of the {len(subscribed)} "
-            f"subscribed tokens in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
-        )
-    print(f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({len(messages)} messages)")
-    return 0
+    dump = kite.instruments(config, today_ist(), args.instruments_csv)
+    return kite.test_broker(config, dump, wanted)
 
 
 def broker_of(args: argparse.Namespace, config: Config) -> str:
@@ -408,15 +331,16 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
         return angel_run(args, config, wanted)
     if not wanted:
         raise UsageError("which instruments? give --symbols, --symbols-file or --symbols-from-db")
-    dump = instruments_dump(args, config)
+    from feedengine.brokers.kite import connect  # REST and WebSocket clients: live only
+
+    dump = connect.instruments(config, today_ist(), args.instruments_csv)
     chosen = resolve(wanted, dump, "the instruments dump", args.skip_unknown)
-    key, token = credentials(config)
     return Run(
-        LiveSource(chosen, config.kite_ws_url, key, token, record=args.record),
+        connect.live_source(config, chosen, args.record),
         chosen,
         "live",
         live=True,
-        history=KiteHistory(key, token, config.kite_api_root, sessions=config.sessions),
+        history=connect.history(config),
     )
 
 
@@ -452,7 +376,9 @@ def reconcile_instruments(
     """The instruments to reconcile: the symbols asked for, or those with candles stored in
     any interval's table on those days (expired ones, missing from today's instruments
     dump, are named in a warning and skipped)."""
-    dump = instruments_dump(args, config)
+    from feedengine.brokers.kite import connect
+
+    dump = connect.instruments(config, today_ist(), args.instruments_csv)
     wanted = wanted_symbols(args, config, db)
     if wanted:
         return resolve(wanted, dump, "the instruments dump", args.skip_unknown)
@@ -471,8 +397,10 @@ def run_reconcile(
     args: argparse.Namespace, config: Config, db: Database, intervals: tuple[int, ...]
 ) -> int:
     """``--reconcile DAY[..DAY]``: make the tables equal to Kite's candles, print a report."""
+    from feedengine.brokers.kite import connect
+
     first, last = parse_days(args.reconcile, today_ist())
-    key, token = credentials(config)
+    history = connect.history(config)
     sink = PostgresSink(db(), config.table_names)
     try:
         instruments = reconcile_instruments(args, config, db, sink, intervals, first, last)
@@ -484,7 +412,6 @@ def run_reconcile(
             DEFAULT_RECONCILE_AFTER_CLOSE,
         )
         sink.open(intervals, instruments)
-        history = KiteHistory(key, token, config.kite_api_root, sessions=config.sessions)
         report = reconcile(history, sink, instruments, intervals, first, last)
     finally:
         sink.close()
@@ -519,16 +446,9 @@ def run(args: argparse.Namespace) -> int:
             print(line)
         return 0
     if args.test_broker:
-        if broker_of(args, config) == brokers.ANGELONE.name:
-            from feedengine.brokers.angelone import connect
-
-            available = connect.instruments(
-                config.angel, config.home, today_ist(), args.scrip_master
-            )
-            for line in connect.test_broker(config.angel, available, args.symbols):
-                print(line)
-            return 0
-        return test_broker(args, config)
+        for line in test_broker(args, config):
+            print(line)
+        return 0
     if args.reconcile:
         return run_reconcile(args, config, db, intervals)
     return run_service(args, config, db, intervals, choose_source(args, config, db))

@@ -49,6 +49,9 @@ from feedengine.recording import Recorder
 from feedengine.source import Gap, MessageBatch
 from feedengine.tickfile import MAX_PAYLOAD
 
+#: How long ``--test-broker`` waits for the first tick of a subscribed instrument (seconds):
+#: a heartbeat or pong proves the connection, not the data.
+TEST_STREAM_S = 10.0
 #: A connection that received nothing for this long (an outage and its reconnect) left a
 #: gap: its instruments' candles in it are missing (SPEC section 6).
 GAP_S = 60.0

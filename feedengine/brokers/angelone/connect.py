@@ -23,9 +23,8 @@ from feedengine.brokers.angelone.stream import AngelStream
 from feedengine.brokers.angelone.wire import decode_batch
 from feedengine.errors import BrokerError
 from feedengine.slots import SlotTable
+from feedengine.stream import TEST_STREAM_S
 
-#: How long ``--test-broker`` waits for the first tick of a subscribed instrument (s).
-TEST_STREAM_S = 10.0
 #: Instruments ``--test-broker`` subscribes when none are named.
 TEST_INSTRUMENTS = 3
 
