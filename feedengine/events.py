@@ -127,6 +127,7 @@ class CandlePublisher:
         self.dropped = 0
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(queue_blocks)
         self._warned = False
+        self._lock = threading.Lock()  # drops are counted by the flusher and by the thread
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -142,9 +143,10 @@ class CandlePublisher:
             self._drop(len(records), "the queue is full")
 
     def _drop(self, rows: int, why: str) -> None:
-        self.dropped += rows
-        if not self._warned:
-            self._warned = True
+        with self._lock:
+            self.dropped += rows
+            warn, self._warned = not self._warned, True
+        if warn:
             log.warning(
                 "MQTT candle events: %s, dropping candles until it recovers (the database "
                 "has them)",

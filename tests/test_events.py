@@ -286,3 +286,12 @@ def test_mqtt_down_the_feed_and_the_database_go_on(pg, pg_dsn, table_prefix, day
         assert table_count(pg, name) == summary.candles[minutes] > 0
     dropping = [r for r in caplog.records if "dropping candles" in r.getMessage()]
     assert len(dropping) == 1  # once, not per block
+
+
+def test_a_full_queue_drops_without_blocking(caplog):
+    publisher = MqttPublisher("127.0.0.1", free_port(), "fe", "full")  # never started
+    events = CandlePublisher(publisher, queue_blocks=2)  # nor its thread: nothing is taken
+    for _ in range(4):
+        events.put(marker())
+    assert events.dropped == 2
+    assert caplog.text.count("the queue is full") == 1
