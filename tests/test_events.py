@@ -28,6 +28,7 @@ from feedengine.simulator import SimConfig, simulate
 from feedengine.spill import SpillFile
 from feedengine.tables import TableNames, identifier, inspect_table, range_params, table_names
 from tests.brokers import free_port, start_broker
+from tests.processes import cli
 from tests.test_heartbeat import Listener
 
 INTERVALS = (1, 5)
@@ -295,3 +296,36 @@ def test_a_full_queue_drops_without_blocking(caplog):
         events.put(marker())
     assert events.dropped == 2
     assert caplog.text.count("the queue is full") == 1
+
+
+def test_a_replay_run_announces_its_candles_both_ways(
+    pg, pg_dsn, table_prefix, day_file, broker, tmp_path
+):
+    tables = table_names(INTERVALS, table_prefix)
+    sub = Listener("127.0.0.1", broker, "feedengine/cli/candles/+")
+    listener = Notices(pg_dsn)
+    env = {
+        "PG_CONN_STR": pg_dsn,
+        "CANDLE_TABLE_TEMPLATE": table_prefix,
+        "CANDLE_INTERVALS": "1,5",
+        "MQTT_BROKER": "127.0.0.1",
+        "MQTT_PORT": str(broker),
+        "SERVICE_ID": "cli",
+    }
+    try:
+        run = cli("--replay", day_file, env=env, home=tmp_path / "home")
+        assert run.returncode == 0, run.stderr
+        stored = {m: table_count(pg, name) for m, name in tables.items()}
+        announced = dict.fromkeys(INTERVALS, 0)
+
+        def count(p):
+            announced[p["interval"]] += p["rows"]
+            return announced == stored
+
+        assert listener.take(count) and not listener.unreadable
+        assert sub.wait(
+            lambda ms: sum(len(orjson.loads(p)) for *_, p, _ in ms) == sum(stored.values())
+        )
+    finally:
+        listener.close()
+        sub.close()
