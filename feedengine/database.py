@@ -3,9 +3,11 @@
 Each flush is one transaction: the records are encoded by the compiled PGCOPY encoder,
 COPYed into a temporary staging table, and merged into one table per interval with
 ``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key);
-the tables themselves are :mod:`feedengine.tables`' business. Every exchange with the server
-is bounded in time (:data:`WRITE_TIMEOUT_S`, :class:`~feedengine.watchdog.Watchdog`), so a
-server that stops answering fails a write instead of hanging it.
+the tables themselves are :mod:`feedengine.tables`' business. The same transaction notifies
+``LISTEN feedengine_candles`` once per interval table written (:mod:`feedengine.events`).
+Every exchange with the server is bounded in time (:data:`WRITE_TIMEOUT_S`,
+:class:`~feedengine.watchdog.Watchdog`), so a server that stops answering fails a write
+instead of hanging it.
 """
 
 import contextlib
@@ -32,6 +34,7 @@ from feedengine.errors import (
     SinkDataError,
     SinkUnavailable,
 )
+from feedengine.events import NOTIFY, notice
 from feedengine.instruments import Instrument
 from feedengine.sink import candle_tuples
 from feedengine.tables import (
@@ -323,7 +326,8 @@ class PostgresSink:
 
         A written candle replaces the stored one; with ``fill`` only the candles a table
         lacks are written. ``also`` runs last in the same transaction (bookkeeping that must
-        commit with the candles or not at all). Returns how many candles were inserted or
+        commit with the candles or not at all). Each interval table written is announced on
+        :data:`~feedengine.events.CHANNEL` at commit. Returns how many candles were inserted or
         replaced.
         """
         if not len(records) and also is None:
@@ -342,6 +346,7 @@ class PostgresSink:
         ):
             staged = False
             written = 0
+            notices = []
             for minutes in np.unique(records["minutes"]).tolist():
                 target = self._targets.get(minutes)
                 try:
@@ -350,6 +355,7 @@ class PostgresSink:
                     raise SinkDataError(str(e)) from None
                 block = records[records["minutes"] == minutes]
                 _check_volumes(target.info, block)
+                notices.append(notice(minutes, target.info.name, block))
                 if not fill and self._copy_new(conn, cur, target, block):
                     written += len(block)
                     continue
@@ -361,6 +367,10 @@ class PostgresSink:
                     lock_table(conn, target.info.name)
                 cur.execute(target.fill if fill else target.merge, (minutes,))
                 written += max(cur.rowcount, 0)
+                if fill and cur.rowcount <= 0:
+                    notices.pop()  # a repair that found every candle stored changed nothing
+            if notices:  # delivered to LISTENers at commit (feedengine.events)
+                cur.execute(NOTIFY, (notices,))
             if also is not None:
                 also(cur)
         return written

@@ -127,6 +127,8 @@ class MqttPublisher:
         self.port = port or (MQTT_TLS_PORT if tls else MQTT_PORT)
         self.heartbeat_topic = f"{prefix}/{service_id}/heartbeat"
         self.status_topic = f"{prefix}/{service_id}/status"
+        #: The candle events' topics (:mod:`feedengine.events`), ``.format(interval=5)``.
+        self.candles_topic = f"{prefix}/{service_id}/candles/{{interval}}"
         #: connecting (until the first attempt's outcome) | connected | unreachable | refused
         self.state = "connecting"
         self.status = "starting"
@@ -215,6 +217,12 @@ class MqttPublisher:
                 info.wait_for_publish(PUBLISH_TIMEOUT_S)
             except (RuntimeError, ValueError):
                 log.warning("MQTT: status %r not acknowledged", status)
+
+    def publish(self, topic: str, payload: bytes, qos: int) -> bool:
+        """Publish on this connection while it is up; False (nothing queued) when it is not."""
+        if not self.connected:
+            return False
+        return self._client.publish(topic, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS
 
     def heartbeat(self, payload: dict[str, Any]) -> None:
         self._client.publish(self.heartbeat_topic, orjson.dumps(payload), qos=0)

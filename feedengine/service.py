@@ -23,6 +23,7 @@ from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.config import Config
 from feedengine.database import PostgresSink, embedded_dsn
 from feedengine.errors import EXIT_FAILURE, UsageError
+from feedengine.events import CandlePublisher, PublishingSink
 from feedengine.heartbeat import Monitor, MqttPublisher
 from feedengine.historian import WEEKEND, Historian
 from feedengine.home import HomeLock
@@ -192,6 +193,9 @@ def run_service(
         else:
             sink = PostgresSink(db(), config.table_names)
             spill = SpillFile(config.spill_path, run.instruments)
+        publisher = mqtt_publisher(args, config)
+        if publisher is not None:  # the committed candles on MQTT too
+            sink = PublishingSink(sink, CandlePublisher(publisher))
         checkpoint: Path | None = None
         if run.role != "simulate":  # each simulation is a new market: nothing to resume
             checkpoint = config.checkpoint_path(run.role)
@@ -228,9 +232,7 @@ def run_service(
             collector = EngineCollector(pipeline, run.source, flush_times, historian)
             metrics = MetricsServer(config.metrics_addr, config.metrics_port, collector)
             metrics.start()  # a port in use: UsageError, before anything else has started
-        monitor = Monitor(
-            snapshot, config.heartbeat_interval, mqtt_publisher(args, config), config.service_id
-        )
+        monitor = Monitor(snapshot, config.heartbeat_interval, publisher, config.service_id)
         pipeline.on_stopping = monitor.stopping
         log.info(
             "%s: %d instruments, intervals %s",
