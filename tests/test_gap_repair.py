@@ -30,6 +30,10 @@ INTERVALS = (1, 5)
 #: Market time per wall second: the 3-minute outage lasts 1.5 s.
 SPEED = 120
 OUTAGE_MIN = 3
+#: The grace is market time: at 120x the spec's 2 s are 17 ms of wall time, which a busy
+#: machine misses now and then, and a late tick's volume moves to the next candle (seen:
+#: 4 runs in 9 under load). 30 s of market time is 0.25 s of wall time.
+GRACE_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -75,10 +79,7 @@ def test_a_three_minute_outage_is_repaired_from_kites_candles(pg_dsn, table_pref
         backoff_first_s=0.05,
         silence_s=1.0,
     )
-    # The grace is market time: at 120x the spec's 2 s are 17 ms of wall time, which a busy
-    # machine misses now and then, and a late tick's volume moves to the next candle (seen:
-    # 4 runs in 9 under load). 30 s of market time is 0.25 s of wall time.
-    config = CandleConfig(intervals=INTERVALS, grace_s=30.0)
+    config = CandleConfig(intervals=INTERVALS, grace_s=GRACE_S)
     pipeline = Pipeline(
         CandleEngine(instruments, config), PostgresSink(pg_dsn, TableNames(table_prefix))
     )
@@ -154,8 +155,16 @@ def check_no_empty_bucket(server, pg_dsn, table_prefix, instruments, outage):
                 have = {t for (s, t) in mine if s == inst.tradingsymbol}
                 # No empty bucket: every candle Kite has before the link came back is stored.
                 assert set(closed["bucket_start_ns"].tolist()) <= have, (inst, minutes)
-                gap = closed[(closed["bucket_start_ns"] >= outage["from"] + minutes * NS_PER_MIN)]
-                for row in gap:  # the buckets inside the gap hold Kite's candle exactly
+                # The buckets inside the gap, closed before the link came back, hold Kite's
+                # candle exactly. A later one may hold a live candle the fill rightly keeps:
+                # frames sent just before the drop arrive after the reconnect, within its
+                # grace (seen: 3 of Kite's 692 at 120x on a loaded machine).
+                ends = closed["bucket_start_ns"] + minutes * NS_PER_MIN
+                gap = closed[
+                    (closed["bucket_start_ns"] >= outage["from"] + minutes * NS_PER_MIN)
+                    & (ends + int(GRACE_S * NS_PER_S) <= outage["to"])
+                ]
+                for row in gap:
                     key = (inst.tradingsymbol, int(row["bucket_start_ns"]))
                     want = tuple(int(row[f]) for f in ("open", "high", "low", "close", "volume"))
                     assert mine[key] == want
