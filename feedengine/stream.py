@@ -44,7 +44,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.http11 import Response
 
-from feedengine.errors import FeedError, StreamError
+from feedengine.errors import BrokerError, FeedError, StreamError
 from feedengine.recording import Recorder
 from feedengine.source import Gap, MessageBatch
 from feedengine.tickfile import MAX_PAYLOAD
@@ -577,3 +577,50 @@ class StreamSource(Generic[InstrumentT]):
     def resume(self, position: dict[str, str | int]) -> bool:
         """A live run resumes any live checkpoint: its candles continue or close."""
         return True
+
+
+class TickProbe:
+    """``--test-broker``'s stream step: the stream's message handler, which notes the first
+    tick of a subscribed instrument (a heartbeat or pong proves the connection, not the
+    data).
+
+    Parameters
+    ----------
+    is_tick
+        Whether a message ``(recv_ns, payload)`` holds a tick of a subscribed instrument.
+    """
+
+    def __init__(self, is_tick: Callable[[int, bytes], bool]) -> None:
+        self.is_tick = is_tick
+        #: Messages received so far.
+        self.messages = 0
+        self.ticked = threading.Event()
+
+    def __call__(self, recv_ns: int, message: bytes) -> None:
+        self.messages += 1
+        if not self.ticked.is_set() and self.is_tick(recv_ns, message):
+            self.ticked.set()
+
+    def run(self, stream: BrokerStream, url: str, subscribed: int, what: str) -> None:
+        """Run ``stream`` (built with this probe as its handler) until a tick arrives, at most
+        :data:`TEST_STREAM_S`.
+
+        Raises
+        ------
+        BrokerError
+            No tick came (the line says how many messages did), or the stream's own error.
+        """
+        stream.start()
+        deadline = time.monotonic() + TEST_STREAM_S
+        while not self.ticked.wait(0.1) and stream.alive and time.monotonic() < deadline:
+            pass
+        stream.stop()
+        stream.check()
+        if not self.ticked.is_set():
+            heard = (
+                f"{self.messages} messages, none with one" if self.messages else "no message at all"
+            )
+            raise BrokerError(
+                f"stream: connected to {url} but no tick of the {subscribed} subscribed {what} "
+                f"in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
+            )

@@ -5,8 +5,6 @@ Everything Angel-specific that the command line needs, so that the command line 
 One only by these two calls.
 """
 
-import threading
-import time
 from datetime import date
 from pathlib import Path
 
@@ -21,9 +19,8 @@ from feedengine.brokers.angelone.instruments import (
 from feedengine.brokers.angelone.live import AngelLiveSource
 from feedengine.brokers.angelone.stream import AngelStream
 from feedengine.brokers.angelone.wire import decode_batch
-from feedengine.errors import BrokerError
 from feedengine.slots import SlotTable
-from feedengine.stream import TEST_STREAM_S
+from feedengine.stream import TickProbe
 
 #: Instruments ``--test-broker`` subscribes when none are named.
 TEST_INSTRUMENTS = 3
@@ -72,29 +69,15 @@ def test_broker(
         else available[:TEST_INSTRUMENTS]
     )
     table = SlotTable.build([i.key for i in chosen])
-    ticked = threading.Event()
-    messages: list[int] = []
 
-    def on_message(recv_ns: int, message: bytes) -> None:
-        messages.append(len(message))
+    def is_tick(recv_ns: int, message: bytes) -> bool:
         rows, _, _ = decode_batch([message], [recv_ns], table)
-        if (rows["slot"] >= 0).any():
-            ticked.set()
+        return bool((rows["slot"] >= 0).any())
 
-    stream = AngelStream(config.ws_url, session, [i.key for i in chosen], on_message)
-    stream.start()
-    deadline = time.monotonic() + TEST_STREAM_S
-    while not ticked.wait(0.1) and stream.alive and time.monotonic() < deadline:
-        pass
-    stream.stop()
-    stream.check()
-    if not ticked.is_set():
-        heard = f"{len(messages)} messages, none of them" if messages else "no message at all"
-        raise BrokerError(
-            f"stream: connected to {config.ws_url} but no tick of the {len(chosen)} "
-            f"subscribed instruments in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
-        )
+    probe = TickProbe(is_tick)
+    stream = AngelStream(config.ws_url, session, [i.key for i in chosen], probe)
+    probe.run(stream, config.ws_url, len(chosen), "instruments")
     lines.append(
-        f"3/3 stream ok: {len(chosen)} instruments, ticks arrived ({len(messages)} messages)"
+        f"3/3 stream ok: {len(chosen)} instruments, ticks arrived ({probe.messages} messages)"
     )
     return lines

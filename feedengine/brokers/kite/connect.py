@@ -6,8 +6,6 @@ Everything Kite-specific the command line needs, imported only when Kite's live 
 needed to replay a file).
 """
 
-import threading
-import time
 from datetime import date
 from pathlib import Path
 
@@ -20,7 +18,7 @@ from feedengine.brokers.kite.token import TokenSource, token_source
 from feedengine.config import Config
 from feedengine.errors import BrokerError, UsageError
 from feedengine.instruments import resolve
-from feedengine.stream import TEST_STREAM_S
+from feedengine.stream import TickProbe
 
 
 def credentials(config: Config) -> tuple[str, TokenSource]:
@@ -92,28 +90,13 @@ def test_broker(
     lines.append(f"2/3 instruments dump: {len(available):,} instruments")
     chosen = resolve(wanted, available, "the instruments dump") if wanted else available[:3]
     subscribed = {i.instrument_token for i in chosen}
-    messages: list[int] = []
-    ticked = threading.Event()
-
-    def on_message(_recv_ns: int, message: bytes) -> None:
-        messages.append(len(message))
-        if len(message) > 1 and not subscribed.isdisjoint(
-            wire.decode(message)["instrument_token"].tolist()
-        ):
-            ticked.set()
-
-    stream = KiteStream(config.kite_ws_url, key, token, sorted(subscribed), on_message)
-    stream.start()
-    deadline = time.monotonic() + TEST_STREAM_S
-    while not ticked.wait(0.1) and stream.alive and time.monotonic() < deadline:
-        pass
-    stream.stop()
-    stream.check()
-    if not ticked.is_set():
-        heard = f"{len(messages)} messages, none with one" if messages else "no message at all"
-        raise BrokerError(
-            f"stream: connected to {config.kite_ws_url} but no tick of the {len(subscribed)} "
-            f"subscribed tokens in {TEST_STREAM_S:.0f} s ({heard}; is the market closed?)"
+    probe = TickProbe(
+        lambda _recv_ns, message: (
+            len(message) > 1
+            and not subscribed.isdisjoint(wire.decode(message)["instrument_token"].tolist())
         )
-    lines.append(f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({len(messages)} messages)")
+    )
+    stream = KiteStream(config.kite_ws_url, key, token, sorted(subscribed), probe)
+    probe.run(stream, config.kite_ws_url, len(subscribed), "tokens")
+    lines.append(f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({probe.messages} messages)")
     return lines
