@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from typing import NoReturn
@@ -264,18 +265,22 @@ def today_ist() -> date:
     return datetime.now(IST).date()
 
 
-def test_broker(args: argparse.Namespace, config: Config) -> list[str]:
-    """``--test-broker``: the broker's login, instruments and a short stream, step by step."""
+def test_broker(args: argparse.Namespace, config: Config) -> Iterator[str]:
+    """``--test-broker``: the broker's login, instruments and a short stream, a line a step."""
     wanted = list(args.symbols or []) or None
     if broker_of(args, config) == brokers.ANGELONE.name:
         from feedengine.brokers.angelone import connect as angel  # the SDK only for Angel
 
-        scrips = angel.instruments(config.angel, config.home, today_ist(), args.scrip_master)
-        return angel.test_broker(config.angel, scrips, wanted)
+        return angel.test_broker(
+            config.angel,
+            lambda: angel.instruments(config.angel, config.home, today_ist(), args.scrip_master),
+            wanted,
+        )
     from feedengine.brokers.kite import connect as kite  # the REST client only here
 
-    dump = kite.instruments(config, today_ist(), args.instruments_csv)
-    return kite.test_broker(config, dump, wanted)
+    return kite.test_broker(
+        config, lambda: kite.instruments(config, today_ist(), args.instruments_csv), wanted
+    )
 
 
 def broker_of(args: argparse.Namespace, config: Config) -> str:

@@ -5,6 +5,7 @@ Everything Angel-specific that the command line needs, so that the command line 
 One only by these two calls.
 """
 
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -49,11 +50,11 @@ def live_source(
 
 
 def test_broker(
-    config: AngelConfig, available: list[AngelInstrument], wanted: list[str] | None
-) -> list[str]:
+    config: AngelConfig, scrips: Callable[[], list[AngelInstrument]], wanted: list[str] | None
+) -> Iterator[str]:
     """Log in, read the scrip master, stream until a tick of a chosen instrument arrives.
 
-    Returns the lines to print, one per step.
+    Yields a line per step as it passes.
 
     Raises
     ------
@@ -61,8 +62,9 @@ def test_broker(
         The step that failed, in one line.
     """
     session = login(config)
-    lines = [f"1/3 credentials ok: client {session.client_code}"]
-    lines.append(f"2/3 scrip master: {len(available):,} instruments")
+    yield f"1/3 credentials ok: client {session.client_code}"
+    available = scrips()
+    yield f"2/3 scrip master: {len(available):,} instruments"
     chosen = (
         resolve(wanted, available, "Angel One's scrip master")
         if wanted
@@ -77,7 +79,4 @@ def test_broker(
     probe = TickProbe(is_tick)
     stream = AngelStream(config.ws_url, session, [i.key for i in chosen], probe)
     probe.run(stream, config.ws_url, len(chosen), "instruments")
-    lines.append(
-        f"3/3 stream ok: {len(chosen)} instruments, ticks arrived ({probe.messages} messages)"
-    )
-    return lines
+    yield f"3/3 stream ok: {len(chosen)} instruments, ticks arrived ({probe.messages} messages)"

@@ -6,6 +6,7 @@ Everything Kite-specific the command line needs, imported only when Kite's live 
 needed to replay a file).
 """
 
+from collections.abc import Callable, Iterator
 from datetime import date
 from pathlib import Path
 
@@ -61,13 +62,13 @@ def live_source(config: Config, chosen: list[KiteInstrument], record: Path | Non
 
 
 def test_broker(
-    config: Config, available: list[KiteInstrument], wanted: list[str] | None
-) -> list[str]:
+    config: Config, dump: Callable[[], list[KiteInstrument]], wanted: list[str] | None
+) -> Iterator[str]:
     """``--test-broker``: profile, instruments dump and a short stream, step by step.
 
     The stream passes only when a tick of a subscribed token arrives: Kite's heartbeats
     alone prove the connection, not the data (they come when the market is closed too).
-    Returns the lines to print; a failed step raises its one line.
+    Yields a line per step as it passes; a failed step raises its one line.
     """
     from kiteconnect import KiteConnect
     from kiteconnect.exceptions import KiteException, TokenException
@@ -86,8 +87,9 @@ def test_broker(
     except OSError as e:
         raise BrokerError(f"profile: cannot reach Kite at {config.kite_api_root}: {e}") from None
     user = f"{profile.get('user_id')} ({profile.get('user_name')})"
-    lines = [f"1/3 credentials ok: token works for {user}"]
-    lines.append(f"2/3 instruments dump: {len(available):,} instruments")
+    yield f"1/3 credentials ok: token works for {user}"
+    available = dump()
+    yield f"2/3 instruments dump: {len(available):,} instruments"
     chosen = resolve(wanted, available, "the instruments dump") if wanted else available[:3]
     subscribed = {i.instrument_token for i in chosen}
     probe = TickProbe(
@@ -98,5 +100,4 @@ def test_broker(
     )
     stream = KiteStream(config.kite_ws_url, key, token, sorted(subscribed), probe)
     probe.run(stream, config.kite_ws_url, len(subscribed), "tokens")
-    lines.append(f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({probe.messages} messages)")
-    return lines
+    yield f"3/3 stream ok: {len(chosen)} tokens, ticks arrived ({probe.messages} messages)"
