@@ -39,6 +39,7 @@ from feedengine.brokers.angelone.stream import AngelStream, shard, token_list
 from feedengine.brokers.angelone.wire import Mode, decode, encode
 from feedengine.errors import AuthError, ConfigError, FeedError, InstrumentsError, StreamError
 from feedengine.tickfile import TickReader
+from tests.processes import wait_until
 
 FIXTURE = Path(__file__).parent / "fixtures" / "angelone" / "scripmaster_sample.json"
 FAST = {"backoff_first_s": 0.05, "silence_s": 1.0, "ping_interval_s": 0.3}
@@ -92,15 +93,6 @@ def market(instruments=INSTRUMENTS, packets=200_000, step_ns=2_000_000):
 
 def serve(speed=1.0, **options):
     return MockAngel(market(**options.pop("market", {})), speed=speed, **options).start()
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 class Collector:
@@ -213,7 +205,7 @@ def test_stream_subscribes_in_snap_quote_and_receives_packets_verbatim():
     stream = AngelStream(server.url, SESSION, [i.key for i in INSTRUMENTS], got, **FAST)
     stream.start()
     try:
-        assert wait_for(lambda: len(got.messages) >= 300)
+        assert wait_until(lambda: len(got.messages) >= 300)
     finally:
         stream.stop()
         server.stop()
@@ -233,7 +225,7 @@ def test_packets_are_cut_down_to_the_mode_subscribed(mode, length):
     stream = AngelStream(server.url, SESSION, [INSTRUMENTS[0].key], got, mode=mode, **FAST)
     stream.start()
     try:
-        assert wait_for(lambda: len(got.messages) >= 20)
+        assert wait_until(lambda: len(got.messages) >= 20)
     finally:
         stream.stop()
         server.stop()
@@ -251,7 +243,7 @@ def test_pongs_keep_a_quiet_connection_alive():
     stream.start()
     try:
         # 6 pongs, 0.3 s apart: 1.8 s, beyond the 1 s of silence that means death.
-        assert wait_for(lambda: stream.status[0].messages >= 6)
+        assert wait_until(lambda: stream.status[0].messages >= 6)
         assert stream.status[0].reconnects == 0 and stream.status[0].state == "connected"
     finally:
         stream.stop()
@@ -268,14 +260,14 @@ def test_disconnects_reconnect_resubscribe_and_never_duplicate():
     stream.start()
     try:
         for _ in range(3):
-            assert wait_for(lambda: stream.status[0].state == "connected")
+            assert wait_until(lambda: stream.status[0].state == "connected")
             before = len(got.messages)
-            assert wait_for(lambda n=before: len(got.messages) > n + 3)
+            assert wait_until(lambda n=before: len(got.messages) > n + 3)
             server.inject("drop")
-            assert wait_for(lambda: stream.status[0].state != "connected", 5)
-        assert wait_for(lambda: stream.status[0].state == "connected")
+            assert wait_until(lambda: stream.status[0].state != "connected", 5)
+        assert wait_until(lambda: stream.status[0].state == "connected")
         before = len(got.messages)
-        assert wait_for(lambda: got.keys_since(before) == keys)  # resubscribed
+        assert wait_until(lambda: got.keys_since(before) == keys)  # resubscribed
     finally:
         stream.stop()
         server.stop()
@@ -295,13 +287,13 @@ def test_a_dead_link_is_noticed_within_the_silence_timeout():
     stream = AngelStream(server.url, SESSION, [INSTRUMENTS[0].key], Collector(), **FAST)
     stream.start()
     try:
-        assert wait_for(lambda: stream.status[0].state == "connected" and server.subscribes)
+        assert wait_until(lambda: stream.status[0].state == "connected" and server.subscribes)
         server.inject("blackhole")
         injected = time.monotonic()
-        assert wait_for(lambda: stream.status[0].state != "connected", 30)
+        assert wait_until(lambda: stream.status[0].state != "connected", 30)
         noticed = time.monotonic() - injected
         assert noticed < FAST["silence_s"] + 0.5, f"noticed after {noticed:.1f} s"
-        assert wait_for(lambda: stream.status[0].state == "connected")
+        assert wait_until(lambda: stream.status[0].state == "connected")
         assert server.connections == 2
     finally:
         stream.stop()
@@ -314,7 +306,7 @@ def test_bad_credentials_are_fatal_not_a_reconnect_loop():
     stream = AngelStream(server.url, bad, [INSTRUMENTS[0].key], Collector(), **FAST)
     stream.start()
     try:
-        assert wait_for(lambda: not stream.alive, 10)
+        assert wait_until(lambda: not stream.alive, 10)
         with pytest.raises(AuthError, match=r"HTTP 401: Invalid Feed Token") as raised:
             stream.check()
         assert "\n" not in str(raised.value)
@@ -330,10 +322,10 @@ def test_a_session_expiring_mid_run_stops_the_stream_at_its_next_connect():
     stream = AngelStream(server.url, SESSION, [INSTRUMENTS[0].key], got, **FAST)
     stream.start()
     try:
-        assert wait_for(lambda: len(got.messages) > 5)
+        assert wait_until(lambda: len(got.messages) > 5)
         server.inject("expire")
         server.inject("drop")
-        assert wait_for(lambda: not stream.alive, 10)
+        assert wait_until(lambda: not stream.alive, 10)
         with pytest.raises(AuthError, match="Session expired"):
             stream.check()
         assert stream.status[0].reconnects == 1
@@ -349,11 +341,11 @@ def test_error_frames_are_one_line_and_the_feed_goes_on(caplog):
     with caplog.at_level(logging.INFO, logger="feedengine.brokers.angelone.stream"):
         stream.start()
         try:
-            assert wait_for(lambda: len(got.messages) > 5)
+            assert wait_until(lambda: len(got.messages) > 5)
             server.inject("error")
-            assert wait_for(lambda: "error from Angel One" in caplog.text)
+            assert wait_until(lambda: "error from Angel One" in caplog.text)
             count = len(got.messages)
-            assert wait_for(lambda: len(got.messages) > count + 5)
+            assert wait_until(lambda: len(got.messages) > count + 5)
         finally:
             stream.stop()
             server.stop()
@@ -387,8 +379,8 @@ def test_2500_instruments_over_three_connections():
     stream = AngelStream(server.url, SESSION, [i.key for i in many], got, **FAST)
     stream.start()
     try:
-        assert wait_for(lambda: all(s.state == "connected" for s in stream.status))
-        assert wait_for(lambda: all(s.messages > 5 for s in stream.status), 60)
+        assert wait_until(lambda: all(s.state == "connected" for s in stream.status))
+        assert wait_until(lambda: all(s.messages > 5 for s in stream.status), 60)
     finally:
         stream.stop()
         server.stop()
@@ -434,7 +426,7 @@ def test_live_source_records_an_angel_tick_file_that_the_server_plays_back(tmp_p
     stream.start()
     try:
         assert replay.finished.wait(30)
-        assert wait_for(lambda: len(again.messages) == len(recorded))
+        assert wait_until(lambda: len(again.messages) == len(recorded))
     finally:
         stream.stop()
         replay.stop()
