@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from feedengine import __version__, brokers
 from feedengine.brokers.kite.instruments import KiteInstrument
@@ -37,9 +37,9 @@ from feedengine.reconcile import day_range_ns, parse_days, reconcile, refuse_ope
 from feedengine.replay import ReplaySource
 from feedengine.service import EXIT_FORCED, Database, Run, run_service
 from feedengine.sessions import IST
-from feedengine.simsource import SimulatedSource, simulated_day
-from feedengine.simulator import SimConfig, SimConfigError
-from feedengine.simulator import instruments as sim_instruments
+
+if TYPE_CHECKING:
+    from feedengine.simsource import SimulatedSource
 
 log = logging.getLogger("feedengine")
 
@@ -351,10 +351,15 @@ def choose_source(args: argparse.Namespace, config: Config, db: Database) -> Run
 
 def simulated_source(
     wanted: list[str] | None, config: Config, record: Path | None, broker: str
-) -> SimulatedSource:
+) -> "SimulatedSource":
     """The simulated market of the symbols asked for (default: the simulator's universe),
     as ``broker``'s feed. The market names instruments as Kite does (``NSE:RELIANCE``);
     Angel One's ``-EQ`` series name is taken for its equity."""
+    # The simulator and its market model take ~90 ms to import: only for --simulate.
+    from feedengine.simsource import SimulatedSource, simulated_day
+    from feedengine.simulator import SimConfig, SimConfigError
+    from feedengine.simulator import instruments as sim_instruments
+
     try:
         symbols = (
             tuple(dict.fromkeys((e, s.removesuffix("-EQ")) for e, s in map(parse_symbol, wanted)))

@@ -1,21 +1,26 @@
 """PostgreSQL: the binary-COPY sink, the embedded server, the checks (SPEC section 5).
 
-Each flush is one transaction: the records are encoded by the compiled PGCOPY encoder,
-COPYed into a temporary staging table, and merged into one table per interval with
+Each flush writes each interval's records with the compiled PGCOPY encoder, COPYed straight
+into its table or into a temporary staging table and merged with
 ``INSERT … ON CONFLICT … DO UPDATE`` (or delete-then-insert for a table without a unique key);
-the tables themselves are :mod:`feedengine.tables`' business. The same transaction notifies
-``LISTEN feedengine_candles`` once per interval table written (:mod:`feedengine.events`).
+the tables themselves are :mod:`feedengine.tables`' business. The intervals of a flush are
+written at once, one connection and transaction per table, committed only when all have
+written (:meth:`PostgresSink._write_lanes`). Each transaction notifies
+``LISTEN feedengine_candles`` for its table (:mod:`feedengine.events`).
 Every exchange with the server is bounded in time (:data:`WRITE_TIMEOUT_S`,
 :class:`~feedengine.watchdog.Watchdog`), so a server that stops answering fails a write
 instead of hanging it.
 """
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -206,6 +211,10 @@ class PostgresSink:
     write_timeout_s
         Longest a write may take, connection included (:data:`WRITE_TIMEOUT_S`). One that
         overruns has its connection shut down by a watchdog thread and fails.
+    parallel
+        Write a block of several intervals one lane per interval, each on a connection (and
+        a watchdog) of its own, at the same time (:meth:`_write_lanes`); False: every
+        write in one transaction on one connection.
 
     Raises
     ------
@@ -217,11 +226,20 @@ class PostgresSink:
     """
 
     def __init__(
-        self, dsn: str, tables: TableNames, write_timeout_s: float = WRITE_TIMEOUT_S
+        self,
+        dsn: str,
+        tables: TableNames,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+        parallel: bool = True,
     ) -> None:
         self.dsn = dsn
         self.tables = tables
         self.write_timeout_s = write_timeout_s
+        self.parallel = parallel
+        #: One sink per interval for :meth:`_write_lanes`, made when first needed.
+        self._lanes: dict[int, PostgresSink] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
         self._watchdog = Watchdog("postgres-watchdog")
         self._targets: dict[int, _Target] = {}
         #: Intervals whose tables a new connection inspects: opened, or met since.
@@ -332,6 +350,26 @@ class PostgresSink:
         """
         if not len(records) and also is None:
             return 0
+        try:
+            if self.parallel and not fill and also is None:
+                intervals = np.unique(records["minutes"]).tolist()
+                if len(intervals) > 1:
+                    return self._write_lanes(records, intervals)
+            return self._write_block(records, fill, also)
+        except SinkUnavailable:
+            # A lost connection (a restarted server) may have taken the idle lanes' with it:
+            # they reconnect with the next write rather than fail a later one.
+            for lane in self._lanes.values():
+                lane._drop()
+            raise
+
+    def _write_block(
+        self,
+        records: np.ndarray,
+        fill: bool,
+        also: Callable[[psycopg.Cursor[Any]], None] | None,
+    ) -> int:
+        """:meth:`write` on this sink's one connection, in one transaction."""
         started = time.monotonic()
         try:
             conn = self._connection(started)
@@ -374,6 +412,72 @@ class PostgresSink:
             if also is not None:
                 also(cur)
         return written
+
+    def _write_lanes(self, records: np.ndarray, intervals: list[int]) -> int:
+        """Write each interval's rows of ``records`` in its own lane, all at once: the first
+        interval on this sink's connection, each other one on a sink of its own (connection,
+        transaction with its own NOTIFY, watchdog).
+
+        The lanes commit only once every one of them has written its rows (a barrier in
+        each transaction, bounded by ``write_timeout_s``); a lane that fails breaks the
+        barrier and the others roll back, so the block is written whole or not at all, as
+        on one connection. Raises the first :class:`SinkDataError`, else the first
+        :class:`SinkUnavailable`: the caller spills and retries the whole block. Only a
+        connection lost between the barrier and its own commit leaves part of a block
+        committed, like a commit whose acknowledgement is lost on one connection: the retry
+        writes those candles again, as the same values (the upserts are idempotent, and the
+        flusher queues every later row behind the spilled block), and announces them again.
+        """
+        barrier = threading.Barrier(len(intervals), timeout=self.write_timeout_s)
+
+        def all_written(_: psycopg.Cursor[Any]) -> None:
+            barrier.wait()
+
+        def lane(sink: PostgresSink, part: np.ndarray) -> int:
+            try:
+                return sink._write_block(part, False, all_written)
+            except BaseException:
+                barrier.abort()  # the other lanes roll back
+                raise
+
+        if self._pool is None or self._pool_size < len(intervals):
+            # A lane per worker: a lane queued behind the others' barrier would stall them.
+            if self._pool is not None:
+                self._pool.shutdown()
+            self._pool_size = max(len(intervals), len(self._intervals))
+            self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="postgres-lane")
+        sinks = [self, *map(self._lane, intervals[1:])]
+        futures = [
+            self._pool.submit(lane, sink, records[records["minutes"] == minutes])
+            for sink, minutes in zip(sinks, intervals, strict=True)
+        ]
+        written, errors = 0, []
+        for future in futures:
+            try:
+                written += future.result()
+            except (SinkDataError, SinkUnavailable, threading.BrokenBarrierError) as e:
+                errors.append(e)
+        for kind in (SinkDataError, SinkUnavailable):
+            first = next((error for error in errors if isinstance(error, kind)), None)
+            if first is not None:
+                raise first
+        if errors:  # only broken barriers: a lane waited out the write bound
+            raise SinkUnavailable(
+                f"the interval tables' writes did not all finish within {self.write_timeout_s:g} s"
+            )
+        return written
+
+    def _lane(self, minutes: int) -> "PostgresSink":
+        """The sink that writes ``minutes`` rows in :meth:`_write_lanes`."""
+        lane = self._lanes.get(minutes)
+        if lane is None:
+            lane = PostgresSink(self.dsn, self.tables, self.write_timeout_s, parallel=False)
+            lane._instruments = self._instruments
+            lane._intervals = [minutes]
+            if minutes in self._targets:  # found (and logged) at open: not logged again
+                lane._targets[minutes] = dataclasses.replace(self._targets[minutes])
+            self._lanes[minutes] = lane
+        return lane
 
     def stored(
         self, minutes: int, instrument: Instrument, start_ns: int, end_ns: int
@@ -442,9 +546,15 @@ class PostgresSink:
             self._conn = None
 
     def close(self) -> None:
-        """Close the connection and stop the watchdog's thread."""
+        """Close the connections and stop the watchdogs' and the lanes' threads."""
         self._drop()
         self._watchdog.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+        for lane in self._lanes.values():
+            lane.close()
+        self._lanes.clear()
 
 
 # --- the embedded server ---------------------------------------------------------------------

@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 FLUSH_INTERVAL = 0.2
 #: Rows per sink write: one COPY and transaction; big enough to amortize a round trip.
 BATCH_ROWS = 8192
+#: Rows per sink write in a replay, where no one waits for a candle: fewer, larger
+#: transactions (a quarter of the default candle ring).
+REPLAY_BATCH_ROWS = 32768
 #: First retry after a failed write, doubling on each failure up to the cap (seconds).
 RETRY_FIRST_S = 1.0
 RETRY_CAP_S = 30.0

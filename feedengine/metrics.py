@@ -18,6 +18,7 @@ and no per-instrument label (9,000 instruments stay a fixed number of series).
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIServer
 
 import numpy as np
@@ -30,7 +31,9 @@ from feedengine.historian import Historian
 from feedengine.pipeline import Pipeline
 from feedengine.sessions import NS_PER_S
 from feedengine.source import Source
-from feedengine.stream import RECONNECT_REASONS, ConnectionStatus
+
+if TYPE_CHECKING:
+    from feedengine.stream import ConnectionStatus
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +188,7 @@ class EngineCollector:
         info.add_metric([__version__, self.source.broker], 1)
         yield info
 
-    def _received(self, connections: list[ConnectionStatus]) -> Iterator[Metric]:
+    def _received(self, connections: list["ConnectionStatus"]) -> Iterator[Metric]:
         """Ticks and messages: per connection when live, one series for a replay."""
         ticks_doc = "Ticks received (live: as the messages' headers announce them)."
         messages_doc = "Messages received."
@@ -201,7 +204,10 @@ class EngineCollector:
         yield ticks
         yield messages
 
-    def _connections(self, connections: list[ConnectionStatus]) -> Iterator[Metric]:
+    def _connections(self, connections: list["ConnectionStatus"]) -> Iterator[Metric]:
+        # Not at the top: a replay's metrics need no websockets and asyncio (~45 ms).
+        from feedengine.stream import RECONNECT_REASONS
+
         up = GaugeMetricFamily(
             "feedengine_connection_up",
             "1 while the broker connection is connected.",

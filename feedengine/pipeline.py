@@ -20,7 +20,7 @@ from feedengine.candles import CandleEngine
 from feedengine.decoder import Decoder
 from feedengine.dtypes import KTICK_DTYPE
 from feedengine.errors import SinkUnavailable
-from feedengine.flusher import RETRY_FIRST_S, Flusher
+from feedengine.flusher import BATCH_ROWS, REPLAY_BATCH_ROWS, RETRY_FIRST_S, Flusher
 from feedengine.freshness import Staleness
 from feedengine.sink import Sink
 from feedengine.source import Gap, MessageBatch, Source
@@ -219,6 +219,7 @@ class Pipeline:
             self.sink,
             engine.intervals,
             spill=self.spill,
+            batch_rows=self._batch_rows(live),
             retry_first_s=self.retry_first_s,
             sink_ok=sink_ok,
         )
@@ -299,6 +300,13 @@ class Pipeline:
         gap = self.engine.take_late()
         if gap is not None:
             self.on_gap(gap)
+
+    def _batch_rows(self, live: bool) -> int:
+        """Rows per sink write: :data:`REPLAY_BATCH_ROWS` in a replay whose candle ring holds
+        four such blocks, :data:`BATCH_ROWS` otherwise."""
+        if live:
+            return BATCH_ROWS
+        return max(BATCH_ROWS, min(REPLAY_BATCH_ROWS, self.engine.config.ring_rows // 4))
 
     def _apply(self, batch: MessageBatch, flusher: Flusher, decoder: Decoder, label: str) -> None:
         first_bad = np.full(1, -1, np.int64)

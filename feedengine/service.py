@@ -28,7 +28,6 @@ from feedengine.heartbeat import Monitor, MqttPublisher
 from feedengine.historian import WEEKEND, Historian
 from feedengine.home import HomeLock
 from feedengine.instruments import Instrument
-from feedengine.metrics import EngineCollector, FlushTimes, MetricsServer
 from feedengine.pipeline import Pipeline
 from feedengine.progress import replay_progress
 from feedengine.reconcile import CandleHistory, reconcile
@@ -227,6 +226,9 @@ def run_service(
 
         metrics = None
         if config.metrics_port is not None:
+            # prometheus_client takes ~30 ms to import: only when /metrics is served.
+            from feedengine.metrics import EngineCollector, FlushTimes, MetricsServer
+
             flush_times = FlushTimes(config.grace_s, run.clock if run.live else None)
             pipeline.on_flushed = flush_times
             collector = EngineCollector(pipeline, run.source, flush_times, historian)
