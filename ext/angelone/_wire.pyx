@@ -13,6 +13,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 
 cimport numpy as cnp
 
+from batch cimport check_records, slot_map
 from feedtypes cimport KTick, SlotMap, slot_of
 
 cdef enum:
@@ -183,26 +184,6 @@ cdef KTick* rows_of(cnp.ndarray out) except NULL:
     return <KTick*>cnp.PyArray_DATA(out)
 
 
-cdef int slot_map(const uint64_t[::1] keys, const int32_t[::1] slots, uint32_t shift,
-                  SlotMap* m) except -1:
-    """Fill ``m`` from a ``SlotTable``'s arrays after checking that a lookup must end."""
-    cdef Py_ssize_t size = keys.shape[0], i = 0
-    if (slots.shape[0] != size or shift < 1 or shift > 63
-            or size != <Py_ssize_t>(<uint64_t>1 << (64 - shift))):
-        raise ValueError("slot table: keys and slots must have 2**(64 - shift) entries")
-    # A probe stops at an empty entry; a table without one would loop for ever on a miss.
-    # SlotTable keeps half its entries empty, so this scan ends within a few entries.
-    while i < size and keys[i] != 0:
-        i += 1
-    if i == size:
-        raise ValueError("slot table has no empty entry")
-    m.keys = &keys[0]
-    m.slots = &slots[0]
-    m.shift = shift
-    m.mask = size - 1
-    return 0
-
-
 def decode_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
                    const int64_t[::1] lengths, const int64_t[::1] recv_ns,
                    Py_ssize_t first, cnp.ndarray out, Py_ssize_t start,
@@ -225,16 +206,8 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
     cdef KTick* rows = rows_of(out)
     cdef SlotMap m
     slot_map(keys, slots, shift, &m)
-    if (lengths.shape[0] != nrec or recv_ns.shape[0] != nrec or faults.shape[0] < N_FAULTS
-            or fault_record.shape[0] < 1):
-        raise ValueError("record arrays disagree in length")
-    if start < 0 or start > cap:
-        raise IndexError("start outside the output array")
-    if first < 0:
-        raise IndexError("first record is negative")
-    for i in range(first, nrec):
-        if offsets[i] < 0 or lengths[i] < 0 or offsets[i] + lengths[i] > buf.shape[0]:
-            raise IndexError(f"record {i} lies outside the buffer")
+    check_records(buf, offsets, lengths, recv_ns, first, start, cap, faults, N_FAULTS,
+                  fault_record)
     i = first
     with nogil:
         while i < nrec:

@@ -11,6 +11,7 @@ from libc.string cimport memset
 
 cimport numpy as cnp
 
+from batch cimport check_records, slot_map
 from feedtypes cimport KTick, SlotMap, be_i32, be_u16, slot_of
 
 cdef enum Fault:
@@ -292,19 +293,6 @@ cdef void* rows_of(cnp.ndarray out, object dtype, Py_ssize_t start) except NULL:
     return <char*>cnp.PyArray_DATA(out) + start * cnp.PyArray_ITEMSIZE(out)
 
 
-cdef SlotMap slot_map(const uint64_t[::1] keys, const int32_t[::1] slots, int shift) except *:
-    """A ``SlotMap`` over the arrays of ``feedengine.slots.SlotTable`` (checked here)."""
-    cdef SlotMap m
-    cdef Py_ssize_t size = keys.shape[0]
-    if size == 0 or size & (size - 1) or slots.shape[0] != size or (1 << (64 - shift)) != size:
-        raise ValueError("a slot table must be a power of two long, with matching shift")
-    m.keys = &keys[0]
-    m.slots = &slots[0]
-    m.shift = shift
-    m.mask = size - 1
-    return m
-
-
 def decode_into(const uint8_t[::1] message, int64_t recv_ns, cnp.ndarray out, Py_ssize_t start):
     """Decode one message into ``out[start:]`` (``TICK_DTYPE``); return ``(rows, fault)``.
 
@@ -328,7 +316,8 @@ def decode_kernel_into(const uint8_t[::1] message, int64_t recv_ns, cnp.ndarray 
     cdef Py_ssize_t n = message.shape[0], written = 0
     cdef KTick* rows = <KTick*>rows_of(out, KTICK_DTYPE, start)
     cdef int fault
-    cdef SlotMap m = slot_map(keys, slots, shift)
+    cdef SlotMap m
+    slot_map(keys, slots, shift, &m)
     with nogil:
         fault = decode_message(&message[0] if n else NULL, n, recv_ns, &m, rows,
                                out.shape[0] - start, &written)
@@ -354,15 +343,10 @@ def decode_records(const uint8_t[::1] buf, const int64_t[::1] offsets,
     cdef int fault
     cdef const uint8_t* base = &buf[0] if buf.shape[0] else NULL
     cdef KTick* rows = <KTick*>rows_of(out, KTICK_DTYPE, 0)
-    cdef SlotMap m = slot_map(keys, slots, shift)
-    if (lengths.shape[0] != nrec or recv_ns.shape[0] != nrec or faults.shape[0] < N_FAULTS
-            or fault_record.shape[0] < 1):
-        raise ValueError("record arrays disagree in length")
-    if start < 0 or start > cap:
-        raise IndexError("start outside the output array")
-    for i in range(first, nrec):
-        if offsets[i] < 0 or lengths[i] < 0 or offsets[i] + lengths[i] > buf.shape[0]:
-            raise IndexError(f"record {i} lies outside the buffer")
+    cdef SlotMap m
+    slot_map(keys, slots, shift, &m)
+    check_records(buf, offsets, lengths, recv_ns, first, start, cap, faults, N_FAULTS,
+                  fault_record)
     i = first
     with nogil:
         while i < nrec:
