@@ -52,6 +52,7 @@ from feedengine.brokers.angelone.stream import (
     SUBSCRIBE_ACTION,
 )
 from feedengine.brokers.angelone.wire import PACKET_SIZE, Mode, instrument_key
+from feedengine.brokers.localserver import BLACKHOLE, DROP, SILENCE, Client, LocalServer
 from feedengine.tickfile import MAX_PAYLOAD, TickReader
 
 log = logging.getLogger(__name__)
@@ -85,11 +86,11 @@ HANDSHAKES_KEPT = 1000
 class Fault(Enum):
     """What :meth:`MockAngel.inject` can do."""
 
-    DROP = "drop"  # abort every connection (TCP reset, no close frame)
-    SILENCE = "silence"  # send nothing at all, not even pongs, for a while
+    DROP = DROP  # abort every connection (TCP reset, no close frame)
+    SILENCE = SILENCE  # send nothing at all, not even pongs, for a while
     # Send nothing and read nothing for a while: TCP stays up but no close handshake can
     # complete, as over a dead link.
-    BLACKHOLE = "blackhole"
+    BLACKHOLE = BLACKHOLE
     # For a while, accept new connections' TCP but never answer their WebSocket handshake.
     STALL = "stall"
     ERROR = "error"  # send an error text frame
@@ -98,14 +99,11 @@ class Fault(Enum):
 
 
 @dataclass(eq=False)
-class _Client:
-    ws: ServerConnection
+class _Client(Client):
     modes: dict[int, int] = field(default_factory=dict)  # key -> mode
-    queue: asyncio.Queue[bytes | str] = field(default_factory=asyncio.Queue)
-    silent_until: float = 0.0
 
 
-class MockAngel:
+class MockAngel(LocalServer[_Client]):
     """The server, on threads of its own.
 
     Parameters
@@ -141,6 +139,7 @@ class MockAngel:
         start_on_subscribe: bool = True,
         record_frames: bool = False,
     ) -> None:
+        super().__init__()
         self._packets = packets
         self.scrip_master = scrip_master
         self.api_key = api_key
@@ -169,16 +168,9 @@ class MockAngel:
         self.finished = threading.Event()
         self._expired = False
         self._stall_until = 0.0
-        self._clients: set[_Client] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
         self._subscribed: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
         self._rest: ThreadingHTTPServer | None = None
         self._rest_thread: threading.Thread | None = None
-        self._ready = threading.Event()
-        #: (wall ns, stream ns): the stream time played at that wall-clock instant.
-        self._origin: tuple[int, int] | None = None
 
     # --- control, from any thread ---------------------------------------------------------
 
@@ -197,10 +189,6 @@ class MockAngel:
         """Where the scrip master is served (``ANGEL_SCRIP_MASTER_URL``)."""
         return f"{self.root}{SCRIP_MASTER_PATH}"
 
-    def _netloc(self, port: int) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
-        return f"{host}:{port}"
-
     def start(self) -> "MockAngel":
         """Listen (both ports); returns once they accept connections."""
         self._rest = ThreadingHTTPServer((self.host, self.rest_port), _rest_handler(self))
@@ -210,28 +198,15 @@ class MockAngel:
             target=self._rest.serve_forever, name="mockangel-rest", daemon=True
         )
         self._rest_thread.start()
-        self._thread = threading.Thread(target=self._main, name="mockangel", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+        self._start_loop("mockangel")
         return self
 
     def stop(self) -> None:
         """Close every connection and both listeners."""
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join()
+        self._stop_loop()
         if self._rest is not None:
             self._rest.shutdown()
             self._rest.server_close()
-
-    def stream_clock(self) -> int:
-        """Now, on the played stream's time line (Unix ns of the recording)."""
-        if self._origin is None:
-            return 0
-        wall, stream = self._origin
-        return stream + int((time.time_ns() - wall) * (self.speed or 1.0))
 
     def inject(self, fault: Fault | str, seconds: float = 0.0) -> None:
         """Do ``fault`` to every connected client, or to new ones (``STALL``, ``EXPIRE``).
@@ -283,13 +258,6 @@ class MockAngel:
         }
 
     # --- the WebSocket server's thread -----------------------------------------------------
-
-    def _main(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve())
-        finally:
-            loop.close()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
@@ -418,28 +386,13 @@ class MockAngel:
         frame = {"correlationID": cid, "errorCode": code, "errorMessage": message}
         client.queue.put_nowait(orjson.dumps(frame).decode())
 
-    async def _send(self, client: _Client) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                frame = await client.queue.get()
-                if time.monotonic() < client.silent_until:
-                    continue
-                await client.ws.send(frame)
-
     async def _market(self) -> None:
         assert self._subscribed is not None
         if self.start_on_subscribe:
             await self._subscribed.wait()
         for recv_ns, packet, key in self._packets():
-            if self._origin is None:
-                self._origin = (time.time_ns(), recv_ns)
-            if self.speed > 0:
-                wait = (recv_ns - self._origin[1]) / self.speed - (time.time_ns() - self._origin[0])
-                if wait > 0:
-                    await asyncio.sleep(wait / 1e9)
+            await self._pace(recv_ns)
             self._broadcast(packet, key)
-            if self.speed == 0:
-                await asyncio.sleep(0)
         self.finished.set()
 
     def _broadcast(self, packet: bytes, key: int) -> None:
@@ -462,19 +415,8 @@ class MockAngel:
         if fault is Fault.EXPIRE:
             self._expired = True
             return
-        for client in list(self._clients):
-            if fault is Fault.DROP:
-                client.ws.transport.abort()
-            elif fault is Fault.SILENCE:
-                client.silent_until = time.monotonic() + seconds
-            elif fault is Fault.BLACKHOLE:
-                client.silent_until = time.monotonic() + (seconds or float("inf"))
-                client.ws.transport.pause_reading()
-                if seconds:
-                    asyncio.get_running_loop().call_later(
-                        seconds, client.ws.transport.resume_reading
-                    )
-            else:
+        if not self._fault(fault.value, seconds):  # ERROR
+            for client in list(self._clients):
                 self._error(client, "mockinject", ERROR_INJECTED, "mock: injected error")
 
 

@@ -49,6 +49,7 @@ from feedengine.brokers.kite.history import MAX_DAYS_PER_REQUEST, RATE_LIMIT, RA
 from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.brokers.kite.mockhistory import SERVED_MINUTES, CandleBook, HistoryMode
 from feedengine.brokers.kite.segments import Segment
+from feedengine.brokers.localserver import BLACKHOLE, DROP, SILENCE, Client, LocalServer
 from feedengine.sessions import IST
 from feedengine.simulator import SimConfig
 from feedengine.simulator import instruments as sim_instruments
@@ -93,11 +94,11 @@ INSTRUMENT_COLUMNS = (
 class Fault(Enum):
     """What :meth:`MockKite.inject` can do to the connected clients."""
 
-    DROP = "drop"  # abort every connection (TCP reset, no close frame)
-    SILENCE = "silence"  # send nothing at all, not even heartbeats, for a while
+    DROP = DROP  # abort every connection (TCP reset, no close frame)
+    SILENCE = SILENCE  # send nothing at all, not even heartbeats, for a while
     # Send nothing and read nothing for a while: TCP stays up but no close handshake can
     # complete, as over a dead link (a silent client must abort, not wait to close).
-    BLACKHOLE = "blackhole"
+    BLACKHOLE = BLACKHOLE
     # For a while, accept new connections' TCP but never answer their WebSocket handshake.
     STALL = "stall"
     MALFORMED = "malformed"  # send one malformed binary frame
@@ -117,18 +118,14 @@ class HistoryRequest:
 
 
 @dataclass(eq=False)
-class _Client:
-    ws: ServerConnection
+class _Client(Client):
     modes: dict[int, str] = field(default_factory=dict)  # token -> mode
-    last_sent: float = 0.0
-    queue: asyncio.Queue[bytes | str] = field(default_factory=asyncio.Queue)
-    silent_until: float = 0.0
 
     def tokens(self, mode: str) -> np.ndarray:
         return np.fromiter((t for t, m in self.modes.items() if m == mode), np.uint32)
 
 
-class MockKite:
+class MockKite(LocalServer[_Client]):
     """The server, on a thread of its own.
 
     Parameters
@@ -171,6 +168,7 @@ class MockKite:
         record_frames: bool = False,
         history: HistoryMode | str = HistoryMode.PLAYED,
     ) -> None:
+        super().__init__()
         self._messages = messages
         self.instruments = instruments
         self.api_key = api_key
@@ -192,15 +190,10 @@ class MockKite:
         self.handshakes: collections.deque[float] = collections.deque(maxlen=HANDSHAKES_KEPT)
         self._stall_until = 0.0
         self.finished = threading.Event()
-        self._clients: set[_Client] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
-        self._stop: asyncio.Event | None = None
         self._subscribed: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
         #: (wall ns, stream ns): the stream time played at that wall-clock instant.
-        self._origin: tuple[int, int] | None = origin
+        self._origin = origin
         self.history = HistoryMode(history)
         #: The latest historical requests, oldest first.
         self.history_requests: collections.deque[HistoryRequest] = collections.deque(
@@ -214,17 +207,12 @@ class MockKite:
 
     @property
     def url(self) -> str:
-        return f"ws://{self._netloc}"
+        return f"ws://{self._netloc(self.port)}"
 
     @property
     def root(self) -> str:
         """REST root for ``KiteConnect(root=...)``."""
-        return f"http://{self._netloc}"
-
-    @property
-    def _netloc(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
-        return f"{host}:{self.port}"
+        return f"http://{self._netloc(self.port)}"
 
     def start(self) -> "MockKite":
         if self.history is not HistoryMode.NONE:
@@ -236,24 +224,11 @@ class MockKite:
                     if self.history is HistoryMode.DAY
                     else CandleBook(instruments)
                 )
-        self._thread = threading.Thread(target=self._main, name="mockkite", daemon=True)
-        self._thread.start()
-        self._ready.wait()
+        self._start_loop("mockkite")
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join()
-
-    def stream_clock(self) -> int:
-        """Now, on the served stream's time line (Unix ns of the recording)."""
-        if self._origin is None:
-            return 0
-        wall, stream = self._origin
-        return stream + int((time.time_ns() - wall) * (self.speed or 1.0))
+        self._stop_loop()
 
     def inject(self, fault: Fault | str, seconds: float = 0.0) -> None:
         """Do ``fault`` to every connected client, or to new ones (``STALL``).
@@ -327,13 +302,6 @@ class MockKite:
             asyncio.run_coroutine_threadsafe(call(), self._loop).result()
 
     # --- the server's thread ---------------------------------------------------------------
-
-    def _main(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
-        try:
-            loop.run_until_complete(self._serve())
-        finally:
-            loop.close()
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
@@ -523,15 +491,6 @@ class MockKite:
                 if int(token) in client.modes:
                     client.modes[int(token)] = mode
 
-    async def _send(self, client: _Client) -> None:
-        with contextlib.suppress(ConnectionClosed):
-            while True:
-                frame = await client.queue.get()
-                if time.monotonic() < client.silent_until:
-                    continue
-                await client.ws.send(frame)
-                client.last_sent = time.monotonic()
-
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_s / 4)
@@ -546,18 +505,11 @@ class MockKite:
         if self.start_on_subscribe:
             await self._subscribed.wait()
         for recv_ns, message in self._messages():
-            if self._origin is None:
-                self._origin = (time.time_ns(), recv_ns)
-            if self.speed > 0:
-                wait = (recv_ns - self._origin[1]) / self.speed - (time.time_ns() - self._origin[0])
-                if wait > 0:
-                    await asyncio.sleep(wait / 1e9)
+            await self._pace(recv_ns)
             if len(message) > 1:  # the server makes its own heartbeats
                 self._broadcast(wire.decode(message))
                 if self.history is HistoryMode.PLAYED and self._book is not None:
                     self._book.add(recv_ns, message)
-            if self.speed == 0:
-                await asyncio.sleep(0)
         self.finished.set()
 
     def _broadcast(self, rows: np.ndarray) -> None:
@@ -586,19 +538,10 @@ class MockKite:
         if fault is Fault.STALL:
             self._stall_until = time.monotonic() + seconds
             return
+        if self._fault(fault.value, seconds):
+            return
         for client in list(self._clients):
-            if fault is Fault.DROP:
-                client.ws.transport.abort()
-            elif fault is Fault.SILENCE:
-                client.silent_until = time.monotonic() + seconds
-            elif fault is Fault.BLACKHOLE:
-                client.silent_until = time.monotonic() + (seconds or float("inf"))
-                client.ws.transport.pause_reading()
-                if seconds:
-                    asyncio.get_running_loop().call_later(
-                        seconds, client.ws.transport.resume_reading
-                    )
-            elif fault is Fault.MALFORMED:
+            if fault is Fault.MALFORMED:
                 client.queue.put_nowait(MALFORMED_FRAME)
             else:
                 client.queue.put_nowait(

@@ -10,7 +10,7 @@ LTP, INDEX_QUOTE, INDEX_FULL, QUOTE, FULL = 8, 28, 32, 44, 184
 KNOWN_LENGTHS = (LTP, INDEX_QUOTE, INDEX_FULL, QUOTE, FULL)
 DEPTH = 5
 
-# Fault codes, as in ext/feedtypes.pxd.
+# Fault codes, as in ext/kite/_wire.pyx.
 FAULT_NONE, FAULT_EMPTY, FAULT_TRUNCATED, FAULT_PAST_END, FAULT_BAD_LENGTH, FAULT_TRAILING = range(
     6
 )
