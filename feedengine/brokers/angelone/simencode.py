@@ -15,7 +15,13 @@ from typing import Any
 import numpy as np
 
 from feedengine.brokers.angelone.instruments import EXCHANGE_TYPES, AngelInstrument
-from feedengine.brokers.angelone.wire import BEST_LEVELS, WIRE_DTYPES, Mode, encode_records
+from feedengine.brokers.angelone.wire import (
+    BEST_LEVELS,
+    TOKEN_BYTES,
+    WIRE_DTYPES,
+    Mode,
+    encode_records,
+)
 from feedengine.market import Encoder, Kind, Listing, Market, SimConfig, universe, windows
 from feedengine.tickfile import make_meta
 
@@ -56,13 +62,16 @@ def sim_meta(config: SimConfig) -> dict[str, Any]:
     return make_meta("simulator", instruments(config), **extra)
 
 
-def _packets(ticks: np.ndarray, mode: Mode, listing: list[AngelInstrument | None]) -> np.ndarray:
-    """The packets of ``ticks`` (all of one mode) as one array of the mode's wire dtype."""
+def _packets(
+    ticks: np.ndarray, mode: Mode, exchange_types: np.ndarray, tokens: np.ndarray
+) -> np.ndarray:
+    """The packets of ``ticks`` (all of one mode) as one array of the mode's wire dtype;
+    ``exchange_types`` and ``tokens`` by listing."""
     out = np.zeros(len(ticks), WIRE_DTYPES[mode])
     which = ticks["instrument"]
     out["subscription_mode"] = mode
-    out["exchange_type"] = [listing[i].exchange_type for i in which]
-    out["token"] = [listing[i].token.encode() for i in which]
+    out["exchange_type"] = exchange_types[which]
+    out["token"] = tokens[which]
     out["exchange_timestamp"] = ticks["exchange_ns"] // NS_PER_MS
     out["last_traded_price"] = ticks["last_price"]
     if mode == Mode.LTP:
@@ -113,6 +122,8 @@ def encoder(listings: list[Listing], mode: str) -> Encoder:
         np.uint8,
     )
     kept = np.array([a is not None for a in angel], bool)
+    exchange_types = np.array([a.exchange_type if a else 0 for a in angel], np.uint8)
+    tokens = np.array([a.token.encode() if a else b"" for a in angel], f"S{TOKEN_BYTES}")
     sent = [0]  # packets so far: the next one's sequence number
 
     def encode(window: np.ndarray) -> list[tuple[int, bytes]]:
@@ -123,7 +134,7 @@ def encoder(listings: list[Listing], mode: str) -> Encoder:
         messages: list[bytes] = [b""] * len(ticks)
         for m in np.unique(modes):
             rows = np.flatnonzero(modes == m)
-            packets = _packets(ticks[rows], Mode(int(m)), angel)
+            packets = _packets(ticks[rows], Mode(int(m)), exchange_types, tokens)
             packets["sequence_number"] = sequence[rows]
             for row, packet in zip(rows.tolist(), encode_records(packets), strict=True):
                 messages[row] = packet
