@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
-EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*/*.pyx)
+EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd ext/*.h ext/*/*.pyx)
 BUILT := feedengine/.built
 
 # numpy's OpenBLAS threads spin on a 2-core machine and steal the kernels' CPU.

@@ -1,5 +1,6 @@
 """Build the compiled kernels in ext/ as extension modules of the feedengine package."""
 
+import glob
 import os
 
 import numpy
@@ -23,6 +24,7 @@ extensions = [
         name,
         [source],
         include_dirs=["ext", numpy.get_include()],
+        depends=glob.glob("ext/*.h"),
         extra_compile_args=COMPILE_ARGS,
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )

@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from feedengine import _tickfile
@@ -40,10 +40,32 @@ record_lists = st.lists(st.tuples(st.integers(0, 2**40), st.binary(max_size=300)
 )
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=3000), st.integers(0, 2**32 - 1))
-def test_crc32_equals_zlib(data, start):
-    assert _tickfile.crc32(data, start) == zlib.crc32(data, start)
+# Lengths either side of the carry-less path's minimum (64), its 16-byte blocks and its
+# four-lane (64-byte) loop, with every start offset into a buffer a 16-byte block can have.
+CRC_BOUNDARY_LENGTHS = [0, 1, 15, 16, 31, 32, 63, 64, 65, 127, 128, 129, 255, 256, 4095, 4096, 4097]
+CRC_BUFFER = np.random.default_rng(14).integers(0, 256, 5000 + 16, dtype=np.uint8)
+
+
+def crc_examples(test):
+    for length in CRC_BOUNDARY_LENGTHS:
+        for offset in (0, 1, 7, 15):
+            test = example(length, offset, 0xFFFFFFFF if offset % 2 else 0)(test)
+    return test
+
+
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "table"])
+@settings(max_examples=200, deadline=None)
+@crc_examples
+@given(st.integers(0, 5000), st.integers(0, 16), st.integers(0, 2**32 - 1))
+def test_crc32_equals_zlib(simd, length, offset, start):
+    data = CRC_BUFFER[offset : offset + length]
+    assert _tickfile.crc32(data, start, simd=simd) == zlib.crc32(data, start)
+
+
+@pytest.mark.parametrize("simd", [True, False], ids=["simd", "table"])
+def test_crc32_of_a_large_buffer_equals_zlib(simd):
+    data = np.random.default_rng(15).integers(0, 256, 10_000_003, dtype=np.uint8)[3:]
+    assert _tickfile.crc32(data, 0x9E3779B9, simd=simd) == zlib.crc32(data, 0x9E3779B9)
 
 
 @settings(max_examples=60, deadline=None)
