@@ -121,8 +121,11 @@ class TickWriter:
         self._last_ns = 0
         self._buf = bytearray()
         self._lock = threading.Lock()
-        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        # Before the file is opened (and truncated): a header that cannot be made leaves
+        # an existing file as it was. (Not written aside and renamed into place: the target
+        # may be a device or a pipe.)
         meta_bytes = json.dumps(meta, separators=(",", ":")).encode()
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
         try:
             self._file.write(_HEADER.pack(MAGIC, len(meta_bytes)) + meta_bytes)
             self._file.flush()

@@ -13,6 +13,7 @@ from feedengine.brokers.kite.live import LiveSource
 from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink, embedded_dsn
+from feedengine.errors import TickFileError
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
@@ -119,8 +120,11 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
 def kill_when(args, env, condition):
     """Run feedengine until ``condition()`` holds, then SIGKILL it; return its status."""
     service = Service(*args, env=env)
-    assert wait_until(condition), service.stderr
-    return service.kill()
+    try:
+        assert wait_until(condition), service.stderr
+    finally:
+        status = service.kill()  # also when the condition failed: no process left behind
+    return status
 
 
 def test_sigkill_with_the_database_down_then_restart(
@@ -148,9 +152,10 @@ def test_sigkill_while_recording_leaves_a_readable_tick_file(tmp_path):
     record = tmp_path / "rec.ticks"
 
     def ticks_recorded():
-        if not record.exists():
+        try:
+            return sum(len(m) > 1 for _, m in TickReader(record).messages())
+        except (FileNotFoundError, TickFileError):  # not created, or its header not yet
             return 0
-        return sum(len(m) > 1 for _, m in TickReader(record).messages())
 
     status = kill_when(
         ["--simulate", "--record", record, "--csv", tmp_path / "c.csv", "--no-mqtt"],

@@ -167,6 +167,16 @@ def test_writer_clamps_backwards_time_and_rejects_oversize(tmp_path):
     assert [t for t, _ in TickReader(path).messages()] == [10, 10]
 
 
+def test_a_header_that_cannot_be_made_leaves_the_file_as_it_was(tmp_path):
+    """The file used to be truncated first: a bad meta destroyed the previous recording."""
+    path = tmp_path / "a.ticks"
+    write_file(path, [(1, b"old")])
+    before = path.read_bytes()
+    with pytest.raises(TypeError):
+        TickWriter(path, {"format": 1, "instruments": {1, 2}})  # a set: not JSON
+    assert path.read_bytes() == before
+
+
 def test_writer_flushes_within_a_second(tmp_path):
     path = tmp_path / "a.ticks"
     w = TickWriter(path, make_meta("test", []), flush_interval=0.05)
