@@ -38,7 +38,7 @@ from feedengine.brokers.kite.mockserver import (
 )
 from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
 from feedengine.events import CHANNEL, CandlePublisher, PublishingSink
-from feedengine.heartbeat import MqttPublisher
+from feedengine.mqtt import MqttPublisher
 from feedengine.pipeline import Pipeline
 from feedengine.sessions import IST
 from feedengine.simulator import SimConfig

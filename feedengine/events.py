@@ -31,7 +31,7 @@ from feedengine.sink import Sink, price_text
 from feedengine.tables import latest_per_candle
 
 if TYPE_CHECKING:  # the sink imports this module; paho is loaded only with MQTT
-    from feedengine.heartbeat import MqttPublisher
+    from feedengine.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.config import Config
 from feedengine.database import PostgresSink, embedded_dsn
 from feedengine.errors import EXIT_FAILURE, UsageError
 from feedengine.events import CandlePublisher, PublishingSink
-from feedengine.heartbeat import Monitor, MqttPublisher
+from feedengine.heartbeat import Monitor
 from feedengine.historian import WEEKEND, Historian
 from feedengine.home import HomeLock
 from feedengine.instruments import Instrument
@@ -36,6 +36,9 @@ from feedengine.sessions import IST
 from feedengine.sink import CsvSink, Sink
 from feedengine.source import Source
 from feedengine.spill import SpillFile
+
+if TYPE_CHECKING:
+    from feedengine.mqtt import MqttPublisher
 
 log = logging.getLogger("feedengine")
 
@@ -128,9 +131,11 @@ def candle_engine(
         raise UsageError(str(e)) from None
 
 
-def mqtt_publisher(args: argparse.Namespace, config: Config) -> MqttPublisher | None:
+def mqtt_publisher(args: argparse.Namespace, config: Config) -> "MqttPublisher | None":
     if not config.mqtt_broker or args.no_mqtt:
         return None
+    from feedengine.mqtt import MqttPublisher  # paho only with a broker
+
     return MqttPublisher(
         config.mqtt_broker,
         config.mqtt_port,

@@ -21,7 +21,7 @@ from feedengine.events import (
     candle_messages,
     notice,
 )
-from feedengine.heartbeat import MqttPublisher
+from feedengine.mqtt import MqttPublisher
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate

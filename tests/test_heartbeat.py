@@ -13,7 +13,8 @@ import orjson
 import paho.mqtt.client as mqtt
 import pytest
 
-from feedengine.heartbeat import Monitor, MqttPublisher, status_line
+from feedengine.heartbeat import Monitor, status_line
+from feedengine.mqtt import MqttPublisher
 from tests.processes import ROOT, clean_env, command
 
 SAMPLE = ROOT / "samples" / "sample.ticks"

@@ -10,7 +10,7 @@ import pytest
 
 from feedengine.config import Config
 from feedengine.errors import ConfigError
-from feedengine.heartbeat import MqttPublisher
+from feedengine.mqtt import MqttPublisher
 from tests.brokers import start_broker
 from tests.certs import Authority
 from tests.processes import ROOT, Service, clean_env, wait_until
@@ -173,7 +173,7 @@ def test_a_refusal_is_one_line_not_one_per_retry(pki, case, request, caplog):
         assert wait_until(lambda: len(attempts) >= 3, 30), attempts
     finally:
         publisher.stop()
-    lines = [r.getMessage() for r in caplog.records if r.name == "feedengine.heartbeat"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "feedengine.mqtt"]
     assert lines == [
         f"MQTT broker 127.0.0.1:{port}: {why}; the feed runs on and heartbeats resume when "
         "it accepts them"
