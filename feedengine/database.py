@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import psycopg
@@ -32,6 +32,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from feedengine import _pgcopy
+from feedengine.dtypes import records_where
 from feedengine.errors import (
     ConfigError,
     InstrumentsError,
@@ -64,6 +65,9 @@ from feedengine.tables import (
     symbols_statement,
 )
 from feedengine.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from feedengine.bulkload import BulkLoad
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +250,7 @@ class PostgresSink:
         self._intervals: list[int] = []
         self._instruments: list[Instrument] = []
         self._conn: psycopg.Connection[Any] | None = None
+        self._load: BulkLoad | None = None
 
     @property
     def info(self) -> dict[int, TableInfo]:
@@ -269,6 +274,45 @@ class PostgresSink:
         self._instruments = list(instruments)
         self._intervals += [m for m in intervals if m not in self._intervals]
         self._connection(time.monotonic())
+
+    def open_load(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> bool:
+        """Begin a bulk load (:mod:`feedengine.bulkload`) when none of the tables of
+        ``intervals`` exists: every write goes to it until :meth:`commit_load`, and nothing
+        is visible before that. Otherwise :meth:`open` as usual and return False.
+
+        Raises
+        ------
+        SinkUnavailable, SchemaError, SinkDataError
+            As :meth:`open`.
+        """
+        from feedengine.bulkload import BulkLoad  # replays only
+
+        load = BulkLoad(self.dsn, self.tables.of(intervals), self.write_timeout_s)
+        if load.begin():
+            self._instruments = list(instruments)
+            self._intervals += [m for m in intervals if m not in self._intervals]
+            self._load = load
+            return True
+        self.open(intervals, instruments)
+        return False
+
+    @property
+    def loading(self) -> bool:
+        """Whether a bulk load is open: written rows are not committed yet."""
+        return self._load is not None
+
+    def commit_load(self) -> None:
+        """Commit the bulk load: every row written since :meth:`open_load` at once.
+
+        Raises
+        ------
+        SinkUnavailable, SinkDataError
+            The load is rolled back (and later writes go to the tables the ordinary way):
+            the caller writes its rows again.
+        """
+        load, self._load = self._load, None
+        assert load is not None, "open_load() first"
+        load.commit()
 
     @contextlib.contextmanager
     def _failures(self) -> Iterator[None]:
@@ -350,6 +394,13 @@ class PostgresSink:
         """
         if not len(records) and also is None:
             return 0
+        if self._load is not None:
+            assert not fill and also is None, "a bulk load takes candles only"
+            try:
+                return self._load.write(records)
+            except (SinkUnavailable, SinkDataError):
+                self._load = None  # rolled back: the caller writes its rows again
+                raise
         try:
             if self.parallel and not fill and also is None:
                 intervals = np.unique(records["minutes"]).tolist()
@@ -391,7 +442,7 @@ class PostgresSink:
                     target = target or self._add_target(conn, minutes)
                 except SchemaError as e:
                     raise SinkDataError(str(e)) from None
-                block = records[records["minutes"] == minutes]
+                block = records_where(records, records["minutes"] == minutes)
                 _check_volumes(target.info, block)
                 notices.append(notice(minutes, target.info.name, block))
                 if not fill and self._copy_new(conn, cur, target, block):
@@ -448,7 +499,7 @@ class PostgresSink:
             self._pool = ThreadPoolExecutor(self._pool_size, thread_name_prefix="postgres-lane")
         sinks = [self, *map(self._lane, intervals[1:])]
         futures = [
-            self._pool.submit(lane, sink, records[records["minutes"] == minutes])
+            self._pool.submit(lane, sink, records_where(records, records["minutes"] == minutes))
             for sink, minutes in zip(sinks, intervals, strict=True)
         ]
         written, errors = 0, []
@@ -546,7 +597,11 @@ class PostgresSink:
             self._conn = None
 
     def close(self) -> None:
-        """Close the connections and stop the watchdogs' and the lanes' threads."""
+        """Close the connections and stop the watchdogs' and the lanes' threads (a bulk
+        load not committed rolls back)."""
+        if self._load is not None:
+            self._load.close()
+            self._load = None
         self._drop()
         self._watchdog.close()
         if self._pool is not None:

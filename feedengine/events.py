@@ -63,13 +63,20 @@ def notice(minutes: int, table: str, block: np.ndarray) -> str:
     """The notification payload of one interval's ``block`` of ``RECORD_DTYPE`` records
     written to ``table``: ``rows`` candles, ``final`` of them closed (the others are
     in-progress snapshots), ``latest`` the bucket start of the latest one."""
+    final = int(np.count_nonzero(block["final"]))
+    return loaded_notice(minutes, table, len(block), final, int(block["bucket_start_ns"].max()))
+
+
+def loaded_notice(minutes: int, table: str, rows: int, final: int, latest_ns: int) -> str:
+    """:func:`notice` of ``rows`` candles (``final`` closed, the latest starting at
+    ``latest_ns``) written to ``table`` in any number of blocks."""
     return orjson.dumps(
         {
             "interval": minutes,
             "table": table,
-            "rows": len(block),
-            "final": int(np.count_nonzero(block["final"])),
-            "latest": ist_text(int(block["bucket_start_ns"].max())),
+            "rows": rows,
+            "final": final,
+            "latest": ist_text(latest_ns),
         }
     ).decode()
 

@@ -7,6 +7,8 @@ When a write fails because the sink is unavailable, the rows go to the fsynced s
 the flusher retries with exponential backoff (:data:`RETRY_FIRST_S` doubling to
 :data:`RETRY_CAP_S`). While anything is spilled, new rows are appended behind it, so rows
 reach the sink oldest first. A spill found at start is written before anything else.
+A replay's bulk load (:mod:`feedengine.bulkload`) commits only when the flusher stops; until
+then its rows also wait in an unsynced journal, which a failed load moves to the spill.
 Any other error is kept and raised in the producer's thread at its next wait or at
 :meth:`Flusher.stop`: nothing vanishes with the thread.
 """
@@ -19,9 +21,9 @@ from collections.abc import Callable
 import numpy as np
 
 from feedengine._candles import CandleKernel
-from feedengine.dtypes import CANDLE_ROW_DTYPE
+from feedengine.dtypes import CANDLE_ROW_DTYPE, RECORD_DTYPE
 from feedengine.errors import FeedError, FlusherError, SinkDataError, SinkUnavailable
-from feedengine.sink import Sink
+from feedengine.sink import LoadingSink, Sink
 from feedengine.spill import SpillFile
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class Flusher:
         Where rows wait while the sink is unavailable; without one, a failed write is fatal.
     sink_ok
         Whether the sink opened (False: it was unavailable at start).
+    journal
+        Given when the sink opened a bulk load (:class:`~feedengine.sink.LoadingSink`): the
+        rows handed to it wait here too until the load commits, when the flusher stops;
+        if it fails, they go to ``spill`` (required then).
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class Flusher:
         retry_first_s: float = RETRY_FIRST_S,
         retry_cap_s: float = RETRY_CAP_S,
         sink_ok: bool = True,
+        journal: SpillFile | None = None,
     ) -> None:
         self.kernel = kernel
         self.resolve = resolve
@@ -78,9 +85,13 @@ class Flusher:
         self.batch_rows = batch_rows
         self.retry_first_s = retry_first_s
         self.retry_cap_s = retry_cap_s
-        #: Complete candles committed to the sink, in total and per interval (minutes).
-        self.rows_written = 0
+        #: Complete candles committed to the sink per interval (minutes).
         self.rows_by_interval = dict.fromkeys(intervals, 0)
+        #: While the sink's bulk load is open (``sink.loading``): every row handed to it,
+        #: so that a failed load spills them (needs ``spill``); None otherwise.
+        self.journal = journal
+        #: The load's complete candles per interval, counted as written when it commits.
+        self._loaded: dict[int, int] = {}
         self.flushes = 0
         self.failures = 0
         #: Called on this thread after each committed block with ``(seconds the write took,
@@ -97,6 +108,11 @@ class Flusher:
         self._drained = threading.Condition()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
+
+    @property
+    def rows_written(self) -> int:
+        """Complete candles committed to the sink."""
+        return sum(self.rows_by_interval.values())
 
     @property
     def spilled(self) -> int:
@@ -124,7 +140,10 @@ class Flusher:
                 if self.spilled and (stopping or time.monotonic() >= self._retry_at):
                     self._drain_spill()  # stopping: one last try, whatever the backoff
                 if stopping and self.kernel.pending == 0:
-                    return
+                    if self.journal is None:
+                        return
+                    self._commit_load()  # a failed one is spilled: written on the next turn
+                    continue
                 self._wake.wait(self.flush_interval)
                 self._wake.clear()
         except BaseException as e:  # handed to the producer, never lost
@@ -133,12 +152,12 @@ class Flusher:
                 self._drained.notify_all()
 
     def _count(self, records: np.ndarray) -> None:
-        final = records[records["final"] == 1]
-        self.rows_written += len(final)
-        for minutes, count in zip(*np.unique(final["minutes"], return_counts=True), strict=True):
-            self.rows_by_interval[int(minutes)] = self.rows_by_interval.get(int(minutes), 0) + int(
-                count
-            )
+        """Count ``records``' complete candles as written (during a bulk load: when it
+        commits)."""
+        final = records["minutes"][records["final"] == 1]
+        tally = self.rows_by_interval if self.journal is None else self._loaded
+        for minutes, count in zip(*np.unique(final, return_counts=True), strict=True):
+            tally[int(minutes)] = tally.get(int(minutes), 0) + int(count)
         self.flushes += 1
 
     def _deliver(self, records: np.ndarray) -> None:
@@ -147,10 +166,26 @@ class Flusher:
             self.spill.append(records)  # behind the older rows, to keep their order
             return
         started = time.perf_counter()
+        if self.journal is not None:
+            try:
+                self.journal.append(records)
+            except OSError as e:  # a full disk: the load can no longer be retried whole
+                log.warning(
+                    "bulk load: cannot keep its journal in %s (%s); committing it now, the "
+                    "rest is written the ordinary way",
+                    self.journal.path,
+                    e.strerror or e,
+                )
+                self._commit_load(records)
+                if self.spilled:  # the load failed: these rows wait behind its rows
+                    return
         try:
             self.sink.write(records)
         except (SinkUnavailable, SinkDataError) as e:
-            self._spill(records, e)
+            if self.journal is not None:
+                self._fail_load(e)
+            else:
+                self._spill(records, e)
             return
         self._flushed(records, started)
         self.sink_ok = True
@@ -173,6 +208,32 @@ class Flusher:
             self._retry_delay,
         )
         self._retry_delay = min(self._retry_delay * 2, self.retry_cap_s)
+
+    def _commit_load(self, then: np.ndarray | None = None) -> None:
+        """Commit the sink's bulk load; if that fails, spill its rows, and ``then`` (rows
+        not handed to it yet) behind them."""
+        assert self.journal is not None and isinstance(self.sink, LoadingSink)
+        try:
+            self.sink.commit_load()
+        except (SinkUnavailable, SinkDataError) as e:
+            self._fail_load(e, then)
+            return
+        self.journal.path.unlink(missing_ok=True)
+        self.journal = None
+        for minutes, count in self._loaded.items():
+            self.rows_by_interval[minutes] = self.rows_by_interval.get(minutes, 0) + count
+        log.info("bulk load committed: %d candles", sum(self._loaded.values()))
+        self._loaded.clear()
+
+    def _fail_load(self, error: Exception, then: np.ndarray | None = None) -> None:
+        """The sink's bulk load failed and rolled back: every row handed to it goes to the
+        spill, oldest first, then ``then``; they are written the ordinary way."""
+        assert self.journal is not None and self.spill is not None
+        self.spill.take(self.journal)
+        self.journal.path.unlink(missing_ok=True)
+        self.journal = None
+        self._loaded.clear()
+        self._spill(np.empty(0, RECORD_DTYPE) if then is None else then, error)
 
     def _write(self, records: np.ndarray) -> None:
         started = time.perf_counter()

@@ -22,7 +22,7 @@ from feedengine.dtypes import KTICK_DTYPE
 from feedengine.errors import SinkUnavailable
 from feedengine.flusher import BATCH_ROWS, REPLAY_BATCH_ROWS, RETRY_FIRST_S, Flusher
 from feedengine.freshness import Staleness
-from feedengine.sink import Sink
+from feedengine.sink import LoadingSink, Sink
 from feedengine.source import Gap, MessageBatch, Source
 from feedengine.spill import SpillFile
 
@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: How often a live run hands on the spans of ticks that came too late (seconds).
 LATE_CHECK_S = 10.0
+#: The bulk load's journal is the spill file's name with this suffix.
+JOURNAL_SUFFIX = ".load"
 #: Decoded ticks per kernel call; at least 65535 so that any single message fits (a Kite
 #: message holds up to 65535 packets).
 TICK_BUFFER = 1 << 16
@@ -193,6 +195,7 @@ class Pipeline:
         live: bool = False,
         finalize: bool = True,
         clock: Callable[[], int] = time.time_ns,
+        load: bool = False,
     ) -> Summary:
         """Process ``source`` until it ends or :meth:`stop` is called.
 
@@ -200,12 +203,30 @@ class Pipeline:
         False: another file continues it). A stopped run, a live one, or an unfinalized
         replay writes its open candles as in-progress rows and checkpoints the kernel and
         the source position, so a restart resumes them.
+
+        With ``load`` (a replay as fast as possible) a sink that can
+        (:class:`~feedengine.sink.LoadingSink`) loads every candle into tables that do not
+        exist yet in one transaction, committed when the run ends; it needs the spill,
+        empty, to fall back on.
         """
         engine = self.engine
         broker = brokers.get(source.broker)
         decoder = self._decoder = broker.decoder(engine.slot_table)
+        journal = None
         try:
-            self.sink.open(engine.intervals, engine.instruments)
+            sink = self.sink
+            if (
+                load
+                and self.spill is not None
+                and not self.spill.rows
+                and isinstance(sink, LoadingSink)
+            ):
+                if sink.open_load(engine.intervals, engine.instruments):
+                    path = self.spill.path.with_name(self.spill.path.name + JOURNAL_SUFFIX)
+                    path.unlink(missing_ok=True)  # a crashed load's, never committed
+                    journal = SpillFile(path, durable=False)
+            else:
+                sink.open(engine.intervals, engine.instruments)
             sink_ok = True
         except SinkUnavailable as e:
             log.error("database unavailable at start (%s); candles will be spilled and retried", e)
@@ -222,6 +243,7 @@ class Pipeline:
             batch_rows=self._batch_rows(live),
             retry_first_s=self.retry_first_s,
             sink_ok=sink_ok,
+            journal=journal,
         )
         flusher.on_flushed = self.on_flushed
         if self.checkpoint is not None and self.checkpoint.exists():
@@ -256,6 +278,7 @@ class Pipeline:
             if self._stop_reason is not None:
                 log.info("%s", self._stop_reason)
             self.state = "stopping"
+            log.debug("source ended after %.2f s", time.perf_counter() - started)
             if self.on_stopping is not None:
                 self.on_stopping()
             self.summary.finished = ended and finalize

@@ -253,7 +253,9 @@ def run_service(
         try:
             if isinstance(run.source, ReplaySource):
                 with replay_progress(run.source, pipeline):
-                    summary = pipeline.run(run.source, finalize=not args.no_finalize)
+                    summary = pipeline.run(
+                        run.source, finalize=not args.no_finalize, load=run.source.speed == 0
+                    )
             else:
                 summary = pipeline.run(run.source, live=run.live, clock=run.clock)
         finally:

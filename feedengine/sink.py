@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import Protocol, TextIO, runtime_checkable
 
 import numpy as np
 
@@ -68,6 +68,27 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Release resources; rows written before stay written."""
+        ...
+
+
+@runtime_checkable
+class LoadingSink(Sink, Protocol):
+    """A sink that can also load a whole replay into new tables, committed at its end
+    (:class:`~feedengine.database.PostgresSink`, :mod:`feedengine.bulkload`)."""
+
+    @property
+    def loading(self) -> bool:
+        """Whether a load is open: rows written since it began are not committed yet."""
+        ...
+
+    def open_load(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> bool:
+        """Begin a load when none of the destination's tables exists (True); otherwise
+        :meth:`~Sink.open` and return False."""
+        ...
+
+    def commit_load(self) -> None:
+        """Commit every row written since the load began; raise if that did not happen
+        (the load is then over and its rows must be written again)."""
         ...
 
 

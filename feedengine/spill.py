@@ -18,17 +18,18 @@ The file is streamed, never read whole: a long outage spills hundreds of megabyt
 hours of 9,000 instruments x 3 intervals is about 330 MB), and memory stays at one batch.
 """
 
+import contextlib
 import logging
 import os
 import struct
-import zlib
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from io import BufferedReader
 from pathlib import Path
 
 import numpy as np
 
+from feedengine._tickfile import crc32  # zlib's CRC-32, 5x faster (PCLMULQDQ)
 from feedengine.dtypes import RECORD_DTYPE
 from feedengine.errors import SpillError
 from feedengine.instruments import Instrument
@@ -71,9 +72,16 @@ class SpillFile:
     """
 
     def __init__(
-        self, path: os.PathLike[str] | str, instruments: Sequence[Instrument] = ()
+        self,
+        path: os.PathLike[str] | str,
+        instruments: Sequence[Instrument] = (),
+        *,
+        durable: bool = True,
     ) -> None:
         self.path = Path(path)
+        #: Whether appends are fsynced (False: the flusher's journal of a bulk load, whose
+        #: rows die with the process anyway, like the load's open transaction).
+        self.durable = durable
         #: Rows waiting: appended and not yet drained.
         self.rows = 0
         self._blocks: deque[tuple[int, int]] = deque()  # (offset of rows, count), oldest first
@@ -137,7 +145,7 @@ class SpillFile:
             left, actual = end - pos - _BLOCK.size, 0
             while left:
                 chunk = f.read(min(left, _CHUNK_BYTES))
-                actual = zlib.crc32(chunk, actual)
+                actual = crc32(chunk, actual)
                 left -= len(chunk)
             if actual != crc:
                 if end == size:
@@ -183,7 +191,7 @@ class SpillFile:
                 exchanges = [next(iter(by_symbol[s])) for s in symbols.tolist()]
                 new["exchange"] = np.array(exchanges, RECORD_DTYPE["exchange"])[index]
                 payload = new.tobytes()
-                out.write(_BLOCK.pack(n, zlib.crc32(payload)) + payload)
+                out.write(_BLOCK.pack(n, crc32(payload)) + payload)
                 rows += n
             out.flush()
             os.fsync(out.fileno())
@@ -208,7 +216,7 @@ class SpillFile:
         f.seek(offset - _BLOCK.size)
         _, crc = _BLOCK.unpack(f.read(_BLOCK.size))
         view = out.view(np.uint8).data
-        if f.readinto(view) != len(view) or zlib.crc32(view) != crc:
+        if f.readinto(view) != len(view) or crc32(view) != crc:
             raise SpillError(
                 f"{self.path}: spilled block at byte offset {offset - _BLOCK.size} "
                 "changed or was cut since it was written; the file is kept, move it "
@@ -218,22 +226,47 @@ class SpillFile:
 
     def append(self, records: np.ndarray) -> None:
         """Append records durably (written and fsynced before this returns)."""
-        if not len(records):
-            return
-        records = np.ascontiguousarray(records, RECORD_DTYPE)
+        if len(records):
+            self.extend([records])
+
+    def extend(self, batches: Iterable[np.ndarray]) -> None:
+        """Append several batches of records, durably at the end (one fsync).
+
+        Raises
+        ------
+        OSError
+            The rows could not be written (a full disk): the file is cut back to what it
+            held before, as are the rows counted.
+        """
         new = not self.path.exists() or self.path.stat().st_size == 0
+        added: list[tuple[int, int]] = []
         with open(self.path, "ab") as f:
-            if new:
-                f.write(_HEADER.pack(MAGIC, RECORD_DTYPE.itemsize))
-            for lo in range(0, len(records), MAX_BLOCK_ROWS):
-                payload = records[lo : lo + MAX_BLOCK_ROWS].tobytes()
-                n = len(payload) // RECORD_DTYPE.itemsize
-                f.write(_BLOCK.pack(n, zlib.crc32(payload)))
-                self._blocks.append((f.tell(), n))
-                f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        self.rows += len(records)
+            before = f.tell()
+            try:
+                if new:
+                    f.write(_HEADER.pack(MAGIC, RECORD_DTYPE.itemsize))
+                for records in batches:
+                    records = np.ascontiguousarray(records, RECORD_DTYPE)
+                    for lo in range(0, len(records), MAX_BLOCK_ROWS):
+                        payload = records[lo : lo + MAX_BLOCK_ROWS].tobytes()
+                        n = len(payload) // RECORD_DTYPE.itemsize
+                        f.write(_BLOCK.pack(n, crc32(payload)))
+                        added.append((f.tell(), n))
+                        f.write(payload)
+                f.flush()
+                if self.durable:
+                    os.fsync(f.fileno())
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(before)
+                raise
+        self._blocks.extend(added)
+        self.rows += sum(n for _, n in added)
+
+    def take(self, other: "SpillFile") -> None:
+        """Append every row of ``other`` behind this file's, durably; then empty ``other``."""
+        self.extend(other.blocks(MAX_BLOCK_ROWS))
+        other.clear()
 
     def _batch(self, f: BufferedReader, first: int, max_rows: int) -> tuple[np.ndarray, int]:
         """``(records, blocks)``: the waiting blocks from index ``first`` merged up to
@@ -294,6 +327,7 @@ class SpillFile:
         with open(self.path, "wb") as f:
             f.write(_HEADER.pack(MAGIC, RECORD_DTYPE.itemsize))
             f.flush()
-            os.fsync(f.fileno())
+            if self.durable:
+                os.fsync(f.fileno())
         self._blocks.clear()
         self.rows = 0

@@ -295,6 +295,29 @@ def lock_table(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
 
 
+#: The primary key of a table feedengine creates.
+CREATED_KEY = sql.SQL("PRIMARY KEY (tradingsymbol, datetime, exchange)")
+
+
+def create_statement(name: str, key: bool = True) -> sql.Composed:
+    """``CREATE TABLE`` of a candle table feedengine creates (see :func:`ensure_table`);
+    without its primary key when ``key`` is False (a bulk load adds it after the rows,
+    :func:`key_statement`)."""
+    # COLLATE "C": bytewise, the order ASCII symbols have under any locale, compared by
+    # memcmp with abbreviated keys. The 1-minute key of a 3000-instrument day (985k rows)
+    # built in 1.0 s instead of 1.3 s under the server's C.UTF-8 (libc's strcoll).
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
+        'tradingsymbol VARCHAR COLLATE "C" NOT NULL, exchange VARCHAR COLLATE "C" NOT NULL, '
+        "open NUMERIC, high NUMERIC, low NUMERIC, close NUMERIC, volume BIGINT{})"
+    ).format(identifier(name), sql.SQL(", {}").format(CREATED_KEY) if key else sql.SQL(""))
+
+
+def key_statement(name: str) -> sql.Composed:
+    """Adds the primary key of :func:`create_statement` to a table created without it."""
+    return sql.SQL("ALTER TABLE {} ADD {}").format(identifier(name), CREATED_KEY)
+
+
 def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
     """Describe ``name``, creating it when it is missing (in the caller's transaction,
     holding the table's lock: another feedengine may be creating it at the same time).
@@ -310,14 +333,7 @@ def ensure_table(conn: psycopg.Connection[Any], name: str) -> TableInfo:
     info = inspect_table(conn, name)  # the other creator's table, if one was first
     if info is not None:
         return info
-    conn.execute(
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (datetime TIMESTAMP NOT NULL, "
-            "tradingsymbol VARCHAR NOT NULL, exchange VARCHAR NOT NULL, open NUMERIC, "
-            "high NUMERIC, low NUMERIC, close NUMERIC, volume BIGINT, "
-            "PRIMARY KEY (tradingsymbol, datetime, exchange))"
-        ).format(identifier(name))
-    )
+    conn.execute(create_statement(name))
     info = inspect_table(conn, name)
     assert info is not None
     return dataclasses.replace(info, created=True)
@@ -421,10 +437,14 @@ def _columns(info: TableInfo) -> list[str]:
     return [c for c in _pgcopy.TABLE_COLUMNS if c != "exchange" or info.has_exchange]
 
 
-def copy_statement(info: TableInfo) -> sql.Composed:
-    """``COPY`` straight into ``info``'s table, in the encoder's candle-table layout."""
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
-        identifier(info.name), sql.SQL(", ").join(map(sql.Identifier, _columns(info)))
+def copy_statement(info: TableInfo, freeze: bool = False) -> sql.Composed:
+    """``COPY`` straight into ``info``'s table, in the encoder's candle-table layout; with
+    ``freeze``, its rows written frozen (only into a table created in the same
+    transaction)."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY{})").format(
+        identifier(info.name),
+        sql.SQL(", ").join(map(sql.Identifier, _columns(info))),
+        sql.SQL(", FREEZE") if freeze else sql.SQL(""),
     )
 
 

@@ -1,5 +1,7 @@
-"""Each numpy dtype matches the C struct it stands for, field by field."""
+"""Each numpy dtype matches the C struct it stands for, field by field; records are copied
+whole."""
 
+import numpy as np
 import pytest
 
 from feedengine import _candles, _pgcopy
@@ -11,6 +13,7 @@ from feedengine.dtypes import (
     KTICK_DTYPE,
     RECORD_DTYPE,
     SLOT_DTYPE,
+    records_where,
 )
 
 LAYOUTS = {
@@ -35,3 +38,14 @@ def test_dtype_matches_c_struct(name, dtype):
     size, offsets = LAYOUTS[name]
     assert dtype.itemsize == size
     assert {f: dtype.fields[f][1] for f in dtype.names} == offsets
+
+
+def test_records_where_is_boolean_indexing():
+    r = np.zeros(7, RECORD_DTYPE)
+    r["minutes"] = [1, 5, 1, 15, 1, 5, 1]
+    r["symbol"] = [f"S{i}".encode() for i in range(7)]
+    r["close"] = np.arange(7)
+    for mask in (r["minutes"] == 1, r["minutes"] == 30, np.ones(7, bool)):
+        got = records_where(r, mask)
+        assert got.dtype == RECORD_DTYPE and got.tobytes() == r[mask].tobytes()
+    assert records_where(r[::2], r[::2]["minutes"] == 1).tobytes() == r[::2].tobytes()

@@ -1,0 +1,222 @@
+"""A replay into tables that do not exist yet: loaded in one transaction per table, keyed at
+the end, committed together; a failed or crashed load loses nothing and doubles nothing."""
+
+import time
+
+import numpy as np
+import pytest
+
+from feedengine.candles import CandleConfig, CandleEngine
+from feedengine.database import PostgresSink
+from feedengine.dtypes import RECORD_DTYPE
+from feedengine.errors import SinkUnavailable
+from feedengine.events import CHANNEL
+from feedengine.pipeline import JOURNAL_SUFFIX, Pipeline
+from feedengine.replay import ReplaySource
+from feedengine.simulator import SimConfig, simulate
+from feedengine.sink import MemorySink
+from feedengine.spill import SpillFile
+from feedengine.tables import TableNames, table_names
+
+from .test_faults import as_naive, db_candles
+
+INTERVALS = (1, 5, 15)
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bulkload") / "day.ticks"
+    simulate(path, SimConfig(instruments=40, ticks=60_000, seed=23))
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(day):
+    sink = MemorySink()
+    source = ReplaySource(day)
+    Pipeline(CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)), sink).run(source)
+    return sink.candles
+
+
+def replay(day, sink, tmp_path, **run):
+    source = ReplaySource(day)
+    engine = CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS))
+    spill = SpillFile(tmp_path / "spill.bin")
+    pipeline = Pipeline(engine, sink, spill=spill, retry_first_s=0.01)
+    summary = pipeline.run(source, load=True, **run)
+    return summary, spill
+
+
+def keys(pg, tables):
+    """Each table's primary key columns."""
+    return {
+        m: pg.execute(
+            "SELECT array_agg(a.attname::text ORDER BY a.attname::text) FROM pg_constraint c "
+            "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY(c.conkey) "
+            "WHERE c.conrelid = to_regclass(%s) AND c.contype = 'p'",
+            (f'"{name}"',),
+        ).fetchone()[0]
+        for m, name in tables.items()
+    }
+
+
+def exists(pg, tables):
+    """The intervals whose tables exist."""
+    return [
+        m
+        for m, name in tables.items()
+        if pg.execute("SELECT to_regclass(%s)", (f'"{name}"',)).fetchone()[0] is not None
+    ]
+
+
+def test_a_replay_into_new_tables_is_one_load_keyed_at_the_end(
+    pg, pg_dsn, table_prefix, day, expected, tmp_path
+):
+    tables = table_names(INTERVALS, table_prefix)
+    pg.execute(f"LISTEN {CHANNEL}")
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
+    summary, spill = replay(day, sink, tmp_path)
+    assert db_candles(pg, tables) == as_naive(expected)
+    key = ["datetime", "exchange", "tradingsymbol"]
+    assert keys(pg, tables) == {1: key, 5: key, 15: key}
+    by_interval = {m: sum(k[0] == m for k in expected) for m in INTERVALS}
+    assert summary.candles == by_interval and summary.spilled == 0 and spill.rows == 0
+    assert not (tmp_path / ("spill.bin" + JOURNAL_SUFFIX)).exists()
+    notices = [n.payload for n in pg.notifies(timeout=1, stop_after=len(INTERVALS))]
+    assert len(notices) == len(INTERVALS)  # one per table, at the commit
+    for m in INTERVALS:
+        (payload,) = [n for n in notices if f'"interval":{m},' in n]
+        assert f'"rows":{by_interval[m]},"final":{by_interval[m]}' in payload
+
+
+def test_an_existing_table_means_the_ordinary_writes(
+    pg, pg_dsn, table_prefix, day, expected, tmp_path
+):
+    tables = table_names(INTERVALS, table_prefix)
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
+    sink.open((15,), [])  # the 15-minute table exists: no load
+    sink.close()
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
+    assert not sink.open_load(INTERVALS, [])
+    assert not sink.loading
+    sink.close()
+    summary, _ = replay(day, PostgresSink(pg_dsn, TableNames(table_prefix)), tmp_path)
+    assert db_candles(pg, tables) == as_naive(expected)
+    assert summary.spilled == 0
+
+
+class LoadThatFails(PostgresSink):
+    """A sink whose bulk load loses a lane's connection at its first write or its commit."""
+
+    def __init__(self, pg, when, *args):
+        super().__init__(*args)
+        self.pg, self.when, self.failed = pg, when, False
+
+    def _cut(self):
+        lane = next(iter(self._load._lanes.values()))
+        self.pg.execute("SELECT pg_terminate_backend(%s)", (lane.conn.info.backend_pid,))
+        self.failed = True
+
+    def write(self, records, **kw):
+        if self.when == "write" and self.loading and not self.failed:
+            self._cut()
+        return super().write(records, **kw)
+
+    def commit_load(self):
+        if self.when == "commit":
+            self._cut()
+        return super().commit_load()
+
+
+@pytest.mark.parametrize("when", ["write", "commit"])
+def test_a_failed_load_is_written_again_the_ordinary_way(
+    pg, pg_dsn, table_prefix, day, expected, tmp_path, when, caplog
+):
+    tables = table_names(INTERVALS, table_prefix)
+    sink = LoadThatFails(pg, when, pg_dsn, TableNames(table_prefix))
+    summary, spill = replay(day, sink, tmp_path)
+    assert sink.failed
+    assert "candle write failed" in caplog.text
+    assert db_candles(pg, tables) == as_naive(expected)
+    key = ["datetime", "exchange", "tradingsymbol"]
+    assert keys(pg, tables) == {1: key, 5: key, 15: key}
+    by_interval = {m: sum(k[0] == m for k in expected) for m in INTERVALS}
+    assert summary.candles == by_interval  # counted once, when they were committed
+    assert summary.spilled == 0 and spill.rows == 0
+    assert not (tmp_path / ("spill.bin" + JOURNAL_SUFFIX)).exists()
+
+
+def candles():
+    """One candle of each interval."""
+    r = np.zeros(3, RECORD_DTYPE)
+    r["minutes"] = INTERVALS
+    r["bucket_start_ns"] = 1_705_290_300 * 10**9
+    r["open"] = r["high"] = r["low"] = r["close"] = 100
+    r["decimals"], r["final"], r["symbol"], r["exchange"] = 2, 1, b"INFY", b"NSE"
+    return r
+
+
+def test_a_candle_loaded_twice_rolls_the_load_back(pg, pg_dsn, table_prefix):
+    tables = table_names(INTERVALS, table_prefix)
+    r = candles()
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
+    try:
+        assert sink.open_load(INTERVALS, [])
+        assert sink.write(r) == 3
+        assert sink.write(r) == 3  # the same candles in a later block
+        with pytest.raises(SinkUnavailable, match="loaded twice"):
+            sink.commit_load()
+        assert exists(pg, tables) == []
+        assert not sink.loading
+        assert sink.write(r) == 3  # the ordinary way: tables created with their keys
+    finally:
+        sink.close()
+    counts = [pg.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables.values()]
+    assert counts == [1, 1, 1]
+
+
+def test_a_load_never_committed_leaves_no_table(pg, pg_dsn, table_prefix):
+    """A load the process never commits (it stopped with an error, or was killed: the server
+    ends a dead client's transaction alike) leaves nothing, not even the tables."""
+    tables = table_names(INTERVALS, table_prefix)
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix))
+    assert sink.open_load(INTERVALS, [])
+    assert sink.write(candles()) == 3
+    assert exists(pg, tables) == []  # not visible before the commit
+    sink.close()
+    assert exists(pg, tables) == []
+
+
+def test_a_crashed_loads_journal_is_not_written(pg, pg_dsn, table_prefix, day, expected, tmp_path):
+    """A journal left by a killed load holds rows never committed, of a replay that starts
+    again from its beginning: the next load starts a journal of its own."""
+    stale = SpillFile(tmp_path / ("spill.bin" + JOURNAL_SUFFIX))
+    r = np.zeros(1, RECORD_DTYPE)
+    r["minutes"], r["bucket_start_ns"], r["symbol"], r["exchange"] = 1, 0, b"STALE", b"NSE"
+    stale.append(r)
+    tables = table_names(INTERVALS, table_prefix)
+    summary, spill = replay(day, PostgresSink(pg_dsn, TableNames(table_prefix)), tmp_path)
+    assert db_candles(pg, tables) == as_naive(expected)
+    assert summary.spilled == 0 and spill.rows == 0
+    assert not (tmp_path / ("spill.bin" + JOURNAL_SUFFIX)).exists()
+
+
+def test_a_lane_without_rows_for_long_keeps_its_transaction(pg, pg_dsn, table_prefix):
+    """The server ends a session idle in a transaction for three write bounds; a 15-minute
+    lane can get no rows for longer than that while the 1-minute lane writes on."""
+    tables = table_names(INTERVALS, table_prefix)
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix), write_timeout_s=0.4)
+    try:
+        assert sink.open_load(INTERVALS, [])
+        one_minute = candles()[:1]
+        started = time.monotonic()
+        for k in range(5):  # 1-minute rows only, 0.45 s apart: 1.8 s > 3 x 0.4 s idle
+            one_minute["bucket_start_ns"] += 60 * 10**9
+            assert sink.write(one_minute) == 1
+            if k < 4:
+                time.sleep(0.45)  # the elapsed time is the point: the server's idle bound
+        assert time.monotonic() - started > 3 * 0.4
+        sink.commit_load()
+    finally:
+        sink.close()
+    assert exists(pg, tables) == list(INTERVALS)
