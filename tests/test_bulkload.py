@@ -1,6 +1,7 @@
 """A replay into tables that do not exist yet: loaded in one transaction per table, keyed at
 the end, committed together; a failed or crashed load loses nothing and doubles nothing."""
 
+import logging
 import time
 
 import numpy as np
@@ -220,3 +221,36 @@ def test_a_lane_without_rows_for_long_keeps_its_transaction(pg, pg_dsn, table_pr
     finally:
         sink.close()
     assert exists(pg, tables) == list(INTERVALS)
+
+
+def test_a_load_stopped_mid_replay_commits_and_the_resumed_run_completes_it(
+    pg, pg_dsn, table_prefix, day, expected, tmp_path, caplog
+):
+    """A stop (a signal) mid-load commits what was loaded, open candles as in-progress
+    rows, and checkpoints; the restart finds the tables and upserts the rest."""
+    tables = table_names(INTERVALS, table_prefix)
+    checkpoint = tmp_path / "checkpoint.npz"
+
+    def run(stop_after):
+        source = ReplaySource(day)
+        engine = CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS))
+        pipeline = Pipeline(
+            engine,
+            PostgresSink(pg_dsn, TableNames(table_prefix)),
+            checkpoint=checkpoint,
+            spill=SpillFile(tmp_path / "spill.bin"),
+        )
+        batches = iter(range(stop_after or 10**9))
+        pipeline.on_batch = lambda: next(batches, None) is None and pipeline.stop()
+        return pipeline.run(source, load=True)
+
+    with caplog.at_level(logging.INFO, logger="feedengine.flusher"):
+        first = run(stop_after=3)
+    assert "bulk load committed" in caplog.text
+    assert not first.finished and checkpoint.exists()
+    assert exists(pg, tables) == list(INTERVALS)  # committed at the stop
+    in_progress = pg.execute(f'SELECT count(*) FROM "{tables[1]}"').fetchone()[0]
+    assert 0 < in_progress < sum(k[0] == 1 for k in expected)
+    second = run(stop_after=None)
+    assert second.finished and not checkpoint.exists()
+    assert db_candles(pg, tables) == as_naive(expected)
