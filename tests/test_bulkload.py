@@ -14,29 +14,20 @@ from feedengine.errors import SinkUnavailable
 from feedengine.events import CHANNEL
 from feedengine.pipeline import JOURNAL_SUFFIX, Pipeline
 from feedengine.replay import ReplaySource
-from feedengine.simulator import SimConfig, simulate
-from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tables import TableNames, table_names
 
-from .test_faults import as_naive, db_candles
-
-INTERVALS = (1, 5, 15)
+from .days import INTERVALS, db_candles, replayed, small_day
 
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
-    path = tmp_path_factory.mktemp("bulkload") / "day.ticks"
-    simulate(path, SimConfig(instruments=40, ticks=60_000, seed=23))
-    return path
+    return small_day(tmp_path_factory.mktemp("bulkload"))
 
 
 @pytest.fixture(scope="module")
 def expected(day):
-    sink = MemorySink()
-    source = ReplaySource(day)
-    Pipeline(CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)), sink).run(source)
-    return sink.candles
+    return replayed(day)
 
 
 def replay(day, sink, tmp_path, **run):
@@ -77,7 +68,7 @@ def test_a_replay_into_new_tables_is_one_load_keyed_at_the_end(
     pg.execute(f"LISTEN {CHANNEL}")
     sink = PostgresSink(pg_dsn, TableNames(table_prefix))
     summary, spill = replay(day, sink, tmp_path)
-    assert db_candles(pg, tables) == as_naive(expected)
+    assert db_candles(pg, tables) == expected
     key = ["datetime", "exchange", "tradingsymbol"]
     assert keys(pg, tables) == {1: key, 5: key, 15: key}
     by_interval = {m: sum(k[0] == m for k in expected) for m in INTERVALS}
@@ -102,7 +93,7 @@ def test_an_existing_table_means_the_ordinary_writes(
     assert not sink.loading
     sink.close()
     summary, _ = replay(day, PostgresSink(pg_dsn, TableNames(table_prefix)), tmp_path)
-    assert db_candles(pg, tables) == as_naive(expected)
+    assert db_candles(pg, tables) == expected
     assert summary.spilled == 0
 
 
@@ -138,7 +129,7 @@ def test_a_failed_load_is_written_again_the_ordinary_way(
     summary, spill = replay(day, sink, tmp_path)
     assert sink.failed
     assert "candle write failed" in caplog.text
-    assert db_candles(pg, tables) == as_naive(expected)
+    assert db_candles(pg, tables) == expected
     key = ["datetime", "exchange", "tradingsymbol"]
     assert keys(pg, tables) == {1: key, 5: key, 15: key}
     by_interval = {m: sum(k[0] == m for k in expected) for m in INTERVALS}
@@ -197,7 +188,7 @@ def test_a_crashed_loads_journal_is_not_written(pg, pg_dsn, table_prefix, day, e
     stale.append(r)
     tables = table_names(INTERVALS, table_prefix)
     summary, spill = replay(day, PostgresSink(pg_dsn, TableNames(table_prefix)), tmp_path)
-    assert db_candles(pg, tables) == as_naive(expected)
+    assert db_candles(pg, tables) == expected
     assert summary.spilled == 0 and spill.rows == 0
     assert not (tmp_path / ("spill.bin" + JOURNAL_SUFFIX)).exists()
 
@@ -253,4 +244,4 @@ def test_a_load_stopped_mid_replay_commits_and_the_resumed_run_completes_it(
     assert 0 < in_progress < sum(k[0] == 1 for k in expected)
     second = run(stop_after=None)
     assert second.finished and not checkpoint.exists()
-    assert db_candles(pg, tables) == as_naive(expected)
+    assert db_candles(pg, tables) == expected

@@ -16,45 +16,23 @@ from feedengine.database import PostgresSink, embedded_dsn
 from feedengine.errors import TickFileError
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
-from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader
 from tests.brokers import start_broker
+from tests.days import INTERVALS, db_candles, replayed, small_day
 from tests.processes import Service, clean_env, cli, wait_until
-
-INTERVALS = (1, 5, 15)
 
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
-    path = tmp_path_factory.mktemp("faults") / "day.ticks"
-    simulate(path, SimConfig(instruments=30, ticks=40_000, seed=17))
-    return path
+    return small_day(tmp_path_factory.mktemp("faults"))
 
 
 @pytest.fixture(scope="module")
 def expected(day):
-    sink = MemorySink()
-    source = ReplaySource(day)
-    Pipeline(CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)), sink).run(source)
-    return sink.candles
-
-
-def db_candles(conn, tables):
-    out = {}
-    for minutes, name in tables.items():
-        for dt, sym, exchange, o, h, lo, c, v in conn.execute(
-            f"SELECT datetime, tradingsymbol, exchange, open, high, low, close, volume "
-            f'FROM "{name}"'
-        ):
-            out[(minutes, sym, exchange, dt)] = (o, h, lo, c, v)
-    return out
-
-
-def as_naive(candles):
-    return {(m, s, e, dt.replace(tzinfo=None)): v for (m, s, e, dt), v in candles.items()}
+    return replayed(day)
 
 
 @pytest.fixture
@@ -114,7 +92,7 @@ def test_postgres_stopped_and_started_during_a_replay(own_server, day, expected,
     assert pipeline.flusher.failures > 0, "the outage was not noticed"
     assert summary.spilled == 0 and SpillFile(tmp_path / "spill.bin").rows == 0
     with psycopg.connect(dsn) as conn:
-        assert db_candles(conn, tables) == as_naive(expected)
+        assert db_candles(conn, tables) == expected
 
 
 def kill_when(args, env, condition):
@@ -145,7 +123,7 @@ def test_sigkill_with_the_database_down_then_restart(
     assert proc.returncode == 0, proc.stderr
     assert f"{spilled} spilled candle rows from an earlier run" in proc.stderr
     assert SpillFile(tmp_path / "spill.bin").rows == 0
-    assert db_candles(pg, table_names(INTERVALS, table_prefix)) == as_naive(expected)
+    assert db_candles(pg, table_names(INTERVALS, table_prefix)) == expected
 
 
 def test_sigkill_while_recording_leaves_a_readable_tick_file(tmp_path):

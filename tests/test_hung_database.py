@@ -17,12 +17,10 @@ from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
-from feedengine.simulator import SimConfig, simulate
-from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tables import TableNames
+from tests.days import INTERVALS, db_candles, replayed, small_day
 
-INTERVALS = (1, 5, 15)
 #: The sink's write bound in these tests (the service's is 20 s).
 WRITE_TIMEOUT_S = 1.0
 #: A stop waits for at most one hung write, then one connection attempt (psycopg's minimum
@@ -33,17 +31,12 @@ DEADLINE_S = 60
 
 @pytest.fixture(scope="module")
 def day(tmp_path_factory):
-    path = tmp_path_factory.mktemp("hung") / "day.ticks"
-    simulate(path, SimConfig(instruments=30, ticks=40_000, seed=17))
-    return path
+    return small_day(tmp_path_factory.mktemp("hung"))
 
 
 @pytest.fixture(scope="module")
 def expected(day):
-    sink = MemorySink()
-    source = ReplaySource(day)
-    Pipeline(CandleEngine(source.instruments, CandleConfig(intervals=INTERVALS)), sink).run(source)
-    return {(m, s, e, dt.replace(tzinfo=None)): v for (m, s, e, dt), v in sink.candles.items()}
+    return replayed(day)
 
 
 @pytest.fixture
@@ -90,18 +83,9 @@ def until(condition, what):
         time.sleep(0.02)
 
 
-def db_candles(dsn):
-    out = {}
+def stored(dsn):
     with psycopg.connect(dsn) as conn:
-        for minutes in INTERVALS:
-            for dt, sym, exch, o, h, lo, c, v in conn.execute(
-                "SELECT datetime, tradingsymbol, exchange, open, high, low, close, volume "
-                f'FROM "{TableNames()(minutes)}"'
-            ):
-                key = (minutes, sym, exch, dt)
-                assert key not in out, f"{key} twice"
-                out[key] = (o, h, lo, c, v)
-    return out
+        return db_candles(conn, TableNames().of(INTERVALS))
 
 
 def start_replay(day, dsn, tmp_path, speed, checkpoint=None):
@@ -135,7 +119,7 @@ def test_a_database_that_stops_answering_spills_then_catches_up(
     assert not thread.is_alive()
     assert pipeline.flusher.failures > 0 and result["summary"].spilled == 0
     assert SpillFile(tmp_path / "spill.bin").rows == 0
-    assert db_candles(dsn) == expected
+    assert stored(dsn) == expected
 
 
 def test_a_graceful_stop_while_the_database_hangs_keeps_the_rows(
@@ -163,4 +147,4 @@ def test_a_graceful_stop_while_the_database_hangs_keeps_the_rows(
     _, thread, result = start_replay(day, dsn, tmp_path, speed=0, checkpoint=checkpoint)
     thread.join(DEADLINE_S)
     assert result["summary"].finished and result["summary"].spilled == 0
-    assert db_candles(dsn) == expected
+    assert stored(dsn) == expected
