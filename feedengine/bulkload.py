@@ -38,6 +38,7 @@ from feedengine.tables import (
     create_statement,
     inspect_table,
     key_statement,
+    lock_rank,
     lock_table,
 )
 from feedengine.watchdog import Watchdog
@@ -106,13 +107,18 @@ class _Lane:
         with self._exchange() as conn:
             conn.execute("SELECT 1")
 
-    def begin(self) -> bool:
-        """Connect; lock the table's name; create it without its key, unless it exists
-        (False)."""
+    def connect(self) -> None:
         with _failures(self.watchdog, self.timeout_s):
             self.conn = connect(self.dsn, self.timeout_s, self.watchdog)
+
+    def lock(self) -> None:
+        """Take the table name's lock, held until the commit (a transaction lock)."""
         with self._exchange() as conn:
-            lock_table(conn, self.table)  # held until the commit (a transaction lock)
+            lock_table(conn, self.table)
+
+    def create(self) -> bool:
+        """Create the table without its key, unless it exists (False)."""
+        with self._exchange() as conn:
             if inspect_table(conn, self.table) is not None:
                 return False
             conn.execute(create_statement(self.table, key=False))
@@ -219,7 +225,18 @@ class BulkLoad:
         SinkUnavailable, SinkDataError
             As :meth:`~feedengine.database.PostgresSink.open`; nothing is created.
         """
-        began = self._each([(lane.begin, ()) for lane in self._lanes.values()])
+        lanes = sorted(self._lanes.values(), key=lambda lane: lock_rank(lane.table))
+        self._each([(lane.connect, ()) for lane in lanes])
+
+        # One lock at a time, in the order every writer takes them: lanes locking at once
+        # could each hold one that another process's lane waits for, a cycle the server
+        # cannot see (a lane that holds its lock waits in this process, not in the server).
+        def lock_all() -> None:
+            for lane in lanes:
+                lane.lock()
+
+        self._each([(lock_all, ())])
+        began = self._each([(lane.create, ()) for lane in lanes])
         if not all(began):
             self.close()
             return False

@@ -54,6 +54,7 @@ from feedengine.tables import (
     identifier,
     inspect_table,
     latest_per_candle,
+    lock_rank,
     lock_table,
     merge_statement,
     range_params,
@@ -358,7 +359,8 @@ class PostgresSink:
             conn = self._conn = connect(self.dsn, self.write_timeout_s, self._watchdog)
             with self._bounded(conn, started), conn.transaction():
                 conn.execute(STAGING_DDL)
-                for minutes in self._intervals:
+                # A created table's lock is held to the commit: taken in the common order.
+                for minutes in sorted(self._intervals, key=lambda m: lock_rank(self.tables(m))):
                     self._add_target(conn, minutes)
         return conn
 

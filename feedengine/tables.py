@@ -295,6 +295,13 @@ def lock_table(conn: psycopg.Connection[Any], name: str) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, lock_key(name)))
 
 
+def lock_rank(name: str) -> tuple[int, str]:
+    """Where ``name``'s lock (:func:`lock_table`) comes when a writer takes several: one
+    order for every feedengine, so that no two writers wait for each other (one of them may
+    be a bulk load's lanes, whose waits for each other the server cannot see)."""
+    return lock_key(name), name
+
+
 #: The primary key of a table feedengine creates.
 CREATED_KEY = sql.SQL("PRIMARY KEY (tradingsymbol, datetime, exchange)")
 

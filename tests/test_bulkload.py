@@ -2,6 +2,7 @@
 the end, committed together; a failed or crashed load loses nothing and doubles nothing."""
 
 import logging
+import threading
 import time
 
 import numpy as np
@@ -15,9 +16,10 @@ from feedengine.events import CHANNEL
 from feedengine.pipeline import JOURNAL_SUFFIX, Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.spill import SpillFile
-from feedengine.tables import TableNames, table_names
+from feedengine.tables import TableNames, lock_key, table_names
 
 from .days import INTERVALS, db_candles, replayed, small_day
+from .processes import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -245,3 +247,42 @@ def test_a_load_stopped_mid_replay_commits_and_the_resumed_run_completes_it(
     second = run(stop_after=None)
     assert second.finished and not checkpoint.exists()
     assert db_candles(pg, tables) == expected
+
+
+def test_a_second_load_of_the_same_tables_waits_then_writes_the_ordinary_way(
+    pg, pg_dsn, table_prefix
+):
+    """Two replays into the same new tables: the second waits for the first's locks, finds
+    the tables committed, and upserts."""
+    tables = table_names(INTERVALS, table_prefix)
+    first = PostgresSink(pg_dsn, TableNames(table_prefix))
+    second = PostgresSink(pg_dsn, TableNames(table_prefix))
+    try:
+        assert first.open_load(INTERVALS, [])
+        assert first.write(candles()) == 3
+        result = {}
+        waiting = threading.Thread(
+            target=lambda: result.update(loaded=second.open_load(INTERVALS, []))
+        )
+        waiting.start()
+        keys = [lock_key(name) % 2**32 for name in tables.values()]  # pg_locks: an oid
+
+        def waits():
+            return pg.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND objid = ANY(%s::bigint[]::oid[])",
+                (keys,),
+            ).fetchone()[0]
+
+        assert wait_until(lambda: waits() == 1)
+        first.commit_load()
+        waiting.join(10)
+        assert result == {"loaded": False}
+        later = candles()
+        later["bucket_start_ns"] += 900 * 10**9
+        assert second.write(later) == 3
+    finally:
+        first.close()
+        second.close()
+    counts = [pg.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables.values()]
+    assert counts == [2, 2, 2]
