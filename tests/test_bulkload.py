@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from psycopg import sql
 
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
@@ -286,3 +287,30 @@ def test_a_second_load_of_the_same_tables_waits_then_writes_the_ordinary_way(
         second.close()
     counts = [pg.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables.values()]
     assert counts == [2, 2, 2]
+
+
+def test_a_slow_key_is_bounded_by_its_rows_not_by_the_write_bound(
+    pg, pg_dsn, table_prefix, monkeypatch
+):
+    """A big table's key takes longer than a write may (and the other lanes wait for it
+    idle in their transactions, which the server ends after three write bounds): the key
+    is bounded by its rows instead."""
+    import feedengine.bulkload as bulkload
+
+    tables = table_names(INTERVALS, table_prefix)
+    real = bulkload.key_statement
+
+    def slow_one_minute_key(name):  # the server takes 1.5 s over the 1-minute key
+        pause = sql.SQL("SELECT pg_sleep(1.5); ") if name == tables[1] else sql.SQL("")
+        return pause + real(name)
+
+    monkeypatch.setattr(bulkload, "key_statement", slow_one_minute_key)
+    monkeypatch.setattr(bulkload, "KEY_ROWS_PER_S", 0.5)  # a row per lane: a 2.4 s bound
+    sink = PostgresSink(pg_dsn, TableNames(table_prefix), write_timeout_s=0.4)
+    try:
+        assert sink.open_load(INTERVALS, [])
+        assert sink.write(candles()) == 3
+        sink.commit_load()  # 1.5 s > 0.4 s write bound, > 1.2 s idle in transaction
+    finally:
+        sink.close()
+    assert exists(pg, tables) == list(INTERVALS)
