@@ -288,10 +288,12 @@ class PostgresSink:
         """
         from feedengine.bulkload import BulkLoad  # replays only
 
+        # As open() does first: an unavailable server leaves the sink ready for the
+        # ordinary writes that follow (tables checked against these instruments).
+        self._instruments = list(instruments)
+        self._intervals += [m for m in intervals if m not in self._intervals]
         load = BulkLoad(self.dsn, self.tables.of(intervals), self.write_timeout_s)
         if load.begin():
-            self._instruments = list(instruments)
-            self._intervals += [m for m in intervals if m not in self._intervals]
             self._load = load
             return True
         self.open(intervals, instruments)

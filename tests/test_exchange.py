@@ -3,6 +3,7 @@ into one candle: tables feedengine creates are keyed by exchange, an old table i
 start with the statements that fix it, and every sink and the spill carry the exchange."""
 
 import re
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -14,7 +15,7 @@ from feedengine.brokers.kite.instruments import KiteInstrument
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.dtypes import RECORD_DTYPE
-from feedengine.errors import SchemaError, SinkDataError, SpillError
+from feedengine.errors import SchemaError, SinkDataError, SinkUnavailable, SpillError
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.simulator import SimConfig, simulate
@@ -228,3 +229,29 @@ def test_rounding_price_columns_are_named_at_start(pg, pg_dsn, table_prefix, cap
         (5,), [KiteInstrument(408065, "INFY", "NSE")]
     )
     assert "rounds prices" not in caplog.text
+
+
+def test_a_server_down_at_a_loads_start_still_keeps_the_instruments_apart(pg, pg_dsn, table_prefix):
+    """A replay's bulk load that cannot reach the server at start writes the ordinary way
+    once it is back: its instruments were forgotten, so an old table took NSE:INFY and
+    BSE:INFY as one candle."""
+    name = table_prefix.format(interval=5)
+    pg.execute(f'CREATE TABLE "{name}" ({OLD_COLUMNS}, PRIMARY KEY (tradingsymbol, datetime))')
+    nse_and_bse = [
+        KiteInstrument(408065, "INFY", "NSE"),
+        KiteInstrument(500209 << 8 | 4, "INFY", "BSE"),
+    ]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"postgresql://postgres@127.0.0.1:{s.getsockname()[1]}/test"  # nothing listens
+    sink = PostgresSink(dead, TableNames(table_prefix), write_timeout_s=2)
+    try:
+        with pytest.raises(SinkUnavailable):
+            sink.open_load((5,), nse_and_bse)
+        sink.dsn = pg_dsn  # the server is back
+        r = np.zeros(1, RECORD_DTYPE)
+        r["minutes"], r["bucket_start_ns"], r["symbol"], r["exchange"] = 5, 0, b"INFY", b"BSE"
+        with pytest.raises(SinkDataError, match="NSE:INFY and BSE:INFY"):
+            sink.write(r)
+    finally:
+        sink.close()
