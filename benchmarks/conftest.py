@@ -14,9 +14,24 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from datetime import time as dt_time
 from pathlib import Path
 
 import pytest
+
+from feedengine.brokers.kite.instruments import KiteInstrument
+from feedengine.brokers.kite.live import LiveSource
+from feedengine.brokers.kite.mockserver import (
+    DEFAULT_ACCESS_TOKEN,
+    DEFAULT_API_KEY,
+    instrument_rows,
+    session_start_ns,
+)
+from feedengine.sessions import IST
+from feedengine.simulator import SimConfig
+from feedengine.simulator import instruments as sim_instruments
 
 MODE = os.environ.get("BENCH_MODE", "gate")
 RESULTS = Path(os.environ.get("BENCH_RESULTS", "benchmarks/results"))
@@ -100,3 +115,42 @@ def mockkite_process(*args: str) -> Iterator[int]:
     finally:
         server.terminate()
         server.wait()
+
+
+@dataclass
+class LiveSession:
+    """A live run against the local Kite server playing a session in real time."""
+
+    instruments: list[KiteInstrument]
+    source: LiveSource
+    #: The stream's clock (Unix ns of the simulated session), for ``Pipeline.run``.
+    clock: Callable[[], int]
+    #: A stream time as the wall-clock time (Unix ns) it was played at.
+    to_wall: Callable[[float], float]
+
+
+@contextlib.contextmanager
+def live_session(instruments: int, speed: float) -> Iterator[LiveSession]:
+    """The local Kite server (its own process) playing today's 10:00 IST session, a busy
+    hour whatever the time of day, from two seconds from now at ``speed`` x real time;
+    yields a :class:`LiveSession` on it."""
+    t0 = time.time_ns() + 2 * 10**9
+    day = datetime.fromtimestamp(t0 / 1e9, IST).date()
+    config = SimConfig(
+        instruments=instruments, date=day, start=dt_time(10, 0), end=dt_time(23, 59, 59)
+    )
+    s0 = session_start_ns(config)
+    args = ("--instruments", str(instruments), "--speed", str(speed), "--origin-ns", str(t0))
+    with mockkite_process(*args, "--start", "10:00") as port:
+        listed = [KiteInstrument.from_dict(r) for r in instrument_rows(sim_instruments(config))]
+
+        def clock() -> int:
+            return s0 + int((time.time_ns() - t0) * speed)
+
+        def to_wall(stream_ns: float) -> float:
+            return t0 + (stream_ns - s0) / speed
+
+        source = LiveSource(
+            listed, f"ws://127.0.0.1:{port}", DEFAULT_API_KEY, DEFAULT_ACCESS_TOKEN, clock=clock
+        )
+        yield LiveSession(listed, source, clock, to_wall)

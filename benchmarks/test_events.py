@@ -20,7 +20,6 @@ import threading
 import time
 import uuid
 from datetime import datetime
-from datetime import time as dt_time
 
 import numpy as np
 import orjson
@@ -28,25 +27,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg import sql
 
-from feedengine.brokers.kite.instruments import KiteInstrument
-from feedengine.brokers.kite.live import LiveSource
-from feedengine.brokers.kite.mockserver import (
-    DEFAULT_ACCESS_TOKEN,
-    DEFAULT_API_KEY,
-    instrument_rows,
-    session_start_ns,
-)
 from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
 from feedengine.events import CHANNEL, CandlePublisher, PublishingSink
 from feedengine.mqtt import MqttPublisher
 from feedengine.pipeline import Pipeline
-from feedengine.sessions import IST
-from feedengine.simulator import SimConfig
-from feedengine.simulator import instruments as sim_instruments
 from feedengine.tables import TableNames, table_names
 from tests.brokers import start_broker
 
-from .conftest import MODE, mockkite_process
+from .conftest import MODE, live_session
 from .test_latency import TimingSink
 
 INSTRUMENTS, SPEED, SECONDS = (1000, 6.0, 25.0) if MODE == "gate" else (9000, 1.0, 200.0)
@@ -118,12 +106,6 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def test_event_latency(pg_dsn, report, benchmark):
-    t0 = time.time_ns() + 2 * 10**9
-    day = datetime.fromtimestamp(t0 / 1e9, IST).date()
-    config = SimConfig(
-        instruments=INSTRUMENTS, date=day, start=dt_time(10, 0), end=dt_time(23, 59, 59)
-    )
-    s0 = session_start_ns(config)
     template = f"ev_{uuid.uuid4().hex[:8]}" + "_{interval}min"
     port, stop_broker = start_broker()
     publisher = MqttPublisher("127.0.0.1", port, "bench", "events")
@@ -131,42 +113,17 @@ def test_event_latency(pg_dsn, report, benchmark):
     listen = Listen(pg_dsn)
     publisher.start()
     try:
-        with mockkite_process(
-            "--instruments",
-            str(INSTRUMENTS),
-            "--speed",
-            str(SPEED),
-            "--origin-ns",
-            str(t0),
-            "--start",
-            "10:00",
-        ) as kite:
-            instruments = [
-                KiteInstrument.from_dict(r) for r in instrument_rows(sim_instruments(config))
-            ]
-
-            def clock() -> int:
-                return s0 + int((time.time_ns() - t0) * SPEED)
-
-            def to_wall(stream_ns):
-                return t0 + (stream_ns - s0) / SPEED
-
+        with live_session(INSTRUMENTS, SPEED) as live:
+            to_wall = live.to_wall
             timing = TimingSink(pg_dsn, TableNames(template), to_wall)
             events = CandlePublisher(publisher)
-            source = LiveSource(
-                instruments,
-                f"ws://127.0.0.1:{kite}",
-                DEFAULT_API_KEY,
-                DEFAULT_ACCESS_TOKEN,
-                clock=clock,
-            )
-            engine = CandleEngine(instruments, CandleConfig(intervals=INTERVALS))
+            engine = CandleEngine(live.instruments, CandleConfig(intervals=INTERVALS))
             pipeline = Pipeline(engine, PublishingSink(timing, events))
             threading.Timer(SECONDS, pipeline.stop).start()
             benchmark.pedantic(
                 pipeline.run,
-                args=(source,),
-                kwargs={"live": True, "clock": clock},
+                args=(live.source,),
+                kwargs={"live": True, "clock": live.clock},
                 rounds=1,
                 iterations=1,
             )

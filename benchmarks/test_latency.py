@@ -12,29 +12,16 @@ tenth of a one-minute bucket's wall time (a ratio, not a clock).
 import threading
 import time
 import uuid
-from datetime import datetime
-from datetime import time as dt_time
 
 import numpy as np
 import psycopg
 
-from feedengine.brokers.kite.instruments import KiteInstrument
-from feedengine.brokers.kite.live import LiveSource
-from feedengine.brokers.kite.mockserver import (
-    DEFAULT_ACCESS_TOKEN,
-    DEFAULT_API_KEY,
-    instrument_rows,
-    session_start_ns,
-)
 from feedengine.candles import DEFAULT_GRACE_S, CandleConfig, CandleEngine
 from feedengine.database import PostgresSink
 from feedengine.pipeline import Pipeline
-from feedengine.sessions import IST
-from feedengine.simulator import SimConfig
-from feedengine.simulator import instruments as sim_instruments
 from feedengine.tables import TableNames, table_names
 
-from .conftest import MODE, mockkite_process
+from .conftest import MODE, live_session
 
 INSTRUMENTS, SPEED, SECONDS = (3000, 6.0, 25.0) if MODE == "gate" else (9000, 1.0, 150.0)
 TARGET_P99_MS = 250
@@ -61,52 +48,19 @@ class TimingSink(PostgresSink):
 
 
 def test_live_latency(pg_dsn, report, benchmark):
-    t0 = time.time_ns() + 2 * 10**9
-    # A busy hour whatever the time of day: the 10:00 IST session of today's date, played
-    # from wall-clock t0 on.
-    day = datetime.fromtimestamp(t0 / 1e9, IST).date()
-    config = SimConfig(
-        instruments=INSTRUMENTS, date=day, start=dt_time(10, 0), end=dt_time(23, 59, 59)
-    )
-    s0 = session_start_ns(config)
     template = f"lat_{uuid.uuid4().hex[:8]}" + "_{interval}min"
     tables = table_names((1, 5), template)
-    with mockkite_process(
-        "--instruments",
-        str(INSTRUMENTS),
-        "--speed",
-        str(SPEED),
-        "--origin-ns",
-        str(t0),
-        "--start",
-        "10:00",
-    ) as port:
+    with live_session(INSTRUMENTS, SPEED) as live:
         try:
-            instruments = [
-                KiteInstrument.from_dict(r) for r in instrument_rows(sim_instruments(config))
-            ]
-
-            def clock() -> int:
-                return s0 + int((time.time_ns() - t0) * SPEED)
-
-            def to_wall(stream_ns):
-                return t0 + (stream_ns - s0) / SPEED
-
-            sink = TimingSink(pg_dsn, TableNames(template), to_wall)
-            source = LiveSource(
-                instruments,
-                f"ws://127.0.0.1:{port}",
-                DEFAULT_API_KEY,
-                DEFAULT_ACCESS_TOKEN,
-                clock=clock,
-            )
-            pipeline = Pipeline(CandleEngine(instruments, CandleConfig(intervals=(1, 5))), sink)
+            sink = TimingSink(pg_dsn, TableNames(template), live.to_wall)
+            engine = CandleEngine(live.instruments, CandleConfig(intervals=(1, 5)))
+            pipeline = Pipeline(engine, sink)
             threading.Timer(SECONDS, pipeline.stop).start()
             cpu0, wall0 = time.process_time(), time.perf_counter()
             summary = benchmark.pedantic(
                 pipeline.run,
-                args=(source,),
-                kwargs={"live": True, "clock": clock},
+                args=(live.source,),
+                kwargs={"live": True, "clock": live.clock},
                 rounds=1,
                 iterations=1,
             )
@@ -122,7 +76,7 @@ def test_live_latency(pg_dsn, report, benchmark):
         "live_latency",
         {
             "instruments": INSTRUMENTS,
-            "connections": len(source.status),
+            "connections": len(live.source.status),
             "speed": SPEED,
             "seconds": SECONDS,
             "ticks": summary.ticks,
