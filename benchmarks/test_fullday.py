@@ -182,15 +182,21 @@ def test_full_day_replay_into_postgres(day, pg_dsn, baseline_rate, tmp_path, rep
     assert ratio >= GATE_RATIO, f"{ratio:.0f}x"
 
 
+def command_env(dsn, home, template):
+    """The whole environment of ``python -m feedengine`` in its own process: the user's
+    defaults, not this process's settings."""
+    return {
+        "PATH": os.environ["PATH"],
+        "PG_CONN_STR": dsn,
+        "FEEDENGINE_HOME": str(home),
+        "CANDLE_TABLE_TEMPLATE": template,
+    }
+
+
 def test_whole_command_replay_into_postgres(day, pg_dsn, baseline_rate, tmp_path, report):
     """``python -m feedengine --replay`` as a user runs it, timed from outside."""
     template = f"cmd_{uuid.uuid4().hex[:8]}" + "_{interval}min"
-    env = {
-        "PATH": os.environ["PATH"],
-        "PG_CONN_STR": pg_dsn,
-        "FEEDENGINE_HOME": str(tmp_path),
-        "CANDLE_TABLE_TEMPLATE": template,
-    }
+    env = command_env(pg_dsn, tmp_path, template)
     started = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "feedengine", "--replay", str(day)],
@@ -234,12 +240,7 @@ def test_memory_flat_at_9000_instruments_4_intervals(tmp_path, pg_dsn, report):
     path = tmp_path / "wide.ticks"
     simulate(path, SimConfig(instruments=9000, ticks=MEMORY_TICKS, seed=12))
     template = f"mem_{uuid.uuid4().hex[:8]}" + "_{interval}min"
-    env = {
-        "PATH": os.environ["PATH"],
-        "PG_CONN_STR": pg_dsn,
-        "FEEDENGINE_HOME": str(tmp_path),
-        "CANDLE_TABLE_TEMPLATE": template,
-    }
+    env = command_env(pg_dsn, tmp_path, template)
     proc = subprocess.Popen(
         [sys.executable, "-m", "feedengine", "--replay", str(path), "--intervals", "1,5,15,60"],
         env=env,

@@ -272,9 +272,13 @@ class PostgresSink:
         SinkDataError
             The server refuses (e.g. no permission to create a table).
         """
+        self._remember(intervals, instruments)
+        self._connection(time.monotonic())
+
+    def _remember(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> None:
+        """The run's instruments and intervals, for the tables' checks on every connection."""
         self._instruments = list(instruments)
         self._intervals += [m for m in intervals if m not in self._intervals]
-        self._connection(time.monotonic())
 
     def open_load(self, intervals: tuple[int, ...], instruments: Sequence[Instrument]) -> bool:
         """Begin a bulk load (:mod:`feedengine.bulkload`) when none of the tables of
@@ -288,10 +292,9 @@ class PostgresSink:
         """
         from feedengine.bulkload import BulkLoad  # replays only
 
-        # As open() does first: an unavailable server leaves the sink ready for the
-        # ordinary writes that follow (tables checked against these instruments).
-        self._instruments = list(instruments)
-        self._intervals += [m for m in intervals if m not in self._intervals]
+        # First, as open(): an unavailable server leaves the sink ready for the ordinary
+        # writes that follow (tables checked against these instruments).
+        self._remember(intervals, instruments)
         load = BulkLoad(self.dsn, self.tables.of(intervals), self.write_timeout_s)
         if load.begin():
             self._load = load
