@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from feedengine.errors import TickFileError
+from feedengine.tickfile import TickReader
+
 ROOT = Path(__file__).resolve().parents[1]
 #: Longest a test waits for a process to reach a state before it fails (seconds).
 DEADLINE_S = 90.0
@@ -131,3 +134,12 @@ class Service:
     def kill(self) -> int:
         self.proc.kill()
         return self.finish()
+
+
+def ticks_recorded(path: Path) -> int:
+    """Tick messages (not heartbeats) in a tick file that may still be being written: 0
+    before it exists or before its header is (the writer creates it, then writes that)."""
+    try:
+        return sum(len(m) > 1 for _, m in TickReader(path).messages())
+    except (FileNotFoundError, TickFileError):
+        return 0

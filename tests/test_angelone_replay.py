@@ -39,8 +39,7 @@ from feedengine.simulator import SimConfig, simulate
 from feedengine.sink import MemorySink
 from feedengine.tables import TableNames
 from feedengine.tickfile import TickReader, TickWriter, make_meta
-from tests.processes import Service, clean_env, cli, wait_until
-from tests.test_cli import ticks_recorded
+from tests.processes import Service, clean_env, cli, ticks_recorded, wait_until
 
 INTERVALS = (1, 5, 15)
 #: 2024-01-15 09:10 IST, five minutes before the equity open.

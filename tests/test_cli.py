@@ -13,7 +13,7 @@ from feedengine.replay import ReplaySource
 from feedengine.sink import MemorySink
 from feedengine.spill import SpillFile
 from feedengine.tickfile import TickReader
-from tests.processes import ROOT, Service, clean_env, cli, command, wait_until
+from tests.processes import ROOT, Service, clean_env, cli, command, ticks_recorded, wait_until
 
 SAMPLE = ROOT / "samples" / "sample.ticks"
 
@@ -134,13 +134,6 @@ def test_replay_flags_symbols_file_intervals_env_file_log_level(tmp_path):
         home=tmp_path,
     )
     assert debug.returncode == 0 and "DEBUG" in debug.stderr
-
-
-def ticks_recorded(path):
-    """Tick messages (not heartbeats) in a tick file that may still be being written."""
-    if not path.exists():
-        return 0
-    return sum(len(m) > 1 for _, m in TickReader(path).messages())
 
 
 def test_simulate_and_record_then_replay_the_recording(tmp_path):

@@ -13,7 +13,6 @@ from feedengine.brokers.kite.live import LiveSource
 from feedengine.brokers.kite.mockserver import MockKite, tick_file_source
 from feedengine.candles import CandleConfig, CandleEngine
 from feedengine.database import PostgresSink, embedded_dsn
-from feedengine.errors import TickFileError
 from feedengine.pipeline import Pipeline
 from feedengine.replay import ReplaySource
 from feedengine.sink import MemorySink
@@ -22,7 +21,7 @@ from feedengine.tables import TableNames, table_names
 from feedengine.tickfile import TickReader
 from tests.brokers import start_broker
 from tests.days import INTERVALS, db_candles, replayed, small_day
-from tests.processes import Service, clean_env, cli, wait_until
+from tests.processes import Service, clean_env, cli, ticks_recorded, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -129,19 +128,13 @@ def test_sigkill_with_the_database_down_then_restart(
 def test_sigkill_while_recording_leaves_a_readable_tick_file(tmp_path):
     record = tmp_path / "rec.ticks"
 
-    def ticks_recorded():
-        try:
-            return sum(len(m) > 1 for _, m in TickReader(record).messages())
-        except (FileNotFoundError, TickFileError):  # not created, or its header not yet
-            return 0
-
     status = kill_when(
         ["--simulate", "--record", record, "--csv", tmp_path / "c.csv", "--no-mqtt"],
         clean_env(tmp_path),
-        lambda: ticks_recorded() >= 5,
+        lambda: ticks_recorded(record) >= 5,
     )
     assert status == -signal.SIGKILL
-    assert ticks_recorded() >= 5
+    assert ticks_recorded(record) >= 5
     proc = cli("--replay", record, "--csv", tmp_path / "r.csv", home=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ticks decoded      0" not in proc.stdout
